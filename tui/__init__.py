@@ -1,0 +1,1 @@
+"""The Textual terminal UI: watch swarms live, browse past runs. Never imports torch."""
