@@ -1,0 +1,155 @@
+"""`TraceStore`: the trace database, opened on a file in WAL mode.
+
+Writes come in batches (`WriteBatch`): each batch is one transaction of bulk inserts
+then updates, so a writer can keep up with thousands of events per second and a process
+killed mid-run loses nothing already committed. Reads use short sessions and never block
+the writer (WAL). Not thread-safe for writes: one writer per database at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import bindparam, event, insert, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session, SQLModel, create_engine, select
+
+from storage.errors import RunNotFound, StorageError
+from storage.models import AgentRow, MessageRow, ModelCallRow, RunRow, ToolCallRow
+
+# Parents before children, so that one batch can insert a run and its agents.
+_INSERT_ORDER: tuple[type[SQLModel], ...] = (RunRow, AgentRow, MessageRow, ModelCallRow, ToolCallRow)
+
+
+def default_db_path() -> Path:
+    """`$SWARM_HOME/traces.db`, `SWARM_HOME` defaulting to `~/.swarm`."""
+    home = os.environ.get("SWARM_HOME") or str(Path.home() / ".swarm")
+    return Path(home) / "traces.db"
+
+
+@dataclass
+class WriteBatch:
+    """Rows to insert and fields to update, applied in one transaction."""
+
+    inserts: dict[type[SQLModel], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    updates: list[tuple[type[SQLModel], Any, dict[str, Any]]] = field(default_factory=list)
+
+    def insert(self, table: type[SQLModel], **values: Any) -> None:
+        self.inserts[table].append(values)
+
+    def update(self, table: type[SQLModel], key: Any, **values: Any) -> None:
+        self.updates.append((table, key, values))
+
+    def __bool__(self) -> bool:
+        return bool(self.updates) or any(self.inserts.values())
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode: a committed transaction survives the process being killed
+    # (only an OS crash or power loss can drop the last commits).
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class TraceStore:
+    """The trace database at `path` (created with its folder if missing)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                f"sqlite:///{self.path}", connect_args={"check_same_thread": False}
+            )
+            event.listen(self.engine, "connect", _set_sqlite_pragmas)
+            SQLModel.metadata.create_all(self.engine)
+        except (OSError, SQLAlchemyError) as exc:
+            raise StorageError(f"cannot open trace database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- writing ---------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        """Applies the batch in one transaction: inserts by table, then updates in order."""
+        if not batch:
+            return
+        try:
+            with self.engine.begin() as conn:
+                for table in _INSERT_ORDER:
+                    rows = batch.inserts.get(table)
+                    if rows:
+                        conn.execute(insert(table), rows)
+                for table, key, values in batch.updates:
+                    conn.execute(
+                        update(table).where(table.id == bindparam("_key")).values(
+                            {name: bindparam(name) for name in values}
+                        ),
+                        [{"_key": key, **values}],
+                    )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot write to trace database {self.path}: {exc}") from exc
+
+    # -- reading ---------------------------------------------------------------
+
+    def list_runs(self, limit: int = 50) -> list[RunRow]:
+        with Session(self.engine) as session:
+            query = select(RunRow).order_by(RunRow.started_at.desc()).limit(limit)  # type: ignore[attr-defined]
+            return list(session.exec(query))
+
+    def get_run(self, run_id: str) -> RunRow:
+        """The run with this id, or the one run whose id starts with it."""
+        with Session(self.engine) as session:
+            row = session.get(RunRow, run_id)
+            if row is not None:
+                return row
+            matches = list(
+                session.exec(select(RunRow).where(RunRow.id.startswith(run_id)).limit(2))  # type: ignore[union-attr]
+            )
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            raise RunNotFound(f"no run with id {run_id!r} in {self.path}")
+        raise RunNotFound(f"run id prefix {run_id!r} is ambiguous in {self.path}")
+
+    def agents(self, run_id: str) -> list[AgentRow]:
+        with Session(self.engine) as session:
+            query = select(AgentRow).where(AgentRow.run_id == run_id).order_by(AgentRow.started_at)
+            return list(session.exec(query))
+
+    def messages(self, run_id: str, agent_id: str | None = None) -> list[MessageRow]:
+        with Session(self.engine) as session:
+            query = select(MessageRow).where(MessageRow.run_id == run_id)
+            if agent_id is not None:
+                query = query.where(MessageRow.agent_id == agent_id)
+            return list(session.exec(query.order_by(MessageRow.agent_id, MessageRow.seq)))
+
+    def tool_calls(self, run_id: str, agent_id: str | None = None) -> list[ToolCallRow]:
+        with Session(self.engine) as session:
+            query = select(ToolCallRow).where(ToolCallRow.run_id == run_id)
+            if agent_id is not None:
+                query = query.where(ToolCallRow.agent_id == agent_id)
+            return list(session.exec(query.order_by(ToolCallRow.started_at)))
+
+    def model_calls(self, run_id: str, agent_id: str | None = None) -> list[ModelCallRow]:
+        with Session(self.engine) as session:
+            query = select(ModelCallRow).where(ModelCallRow.run_id == run_id)
+            if agent_id is not None:
+                query = query.where(ModelCallRow.agent_id == agent_id)
+            return list(session.exec(query.order_by(ModelCallRow.started_at)))
+
+    def rows(self, table: type[SQLModel], run_id: str) -> Sequence[SQLModel]:
+        """Every row of `table` for the run, in insertion order (for exports and tests)."""
+        with Session(self.engine) as session:
+            return list(session.exec(select(table).where(table.run_id == run_id)))  # type: ignore[attr-defined]

@@ -1,0 +1,228 @@
+"""`openai:<base_url>`: any OpenAI-compatible chat endpoint (Moonshot, vLLM, SGLang, ours).
+
+Uses the official `openai` client (async) with its own retries switched off: retrying is
+`swarm.backends.retry`'s job, so that every attempt is recorded and rate limits can
+steer concurrency. Streams by default (time to first token, live text); keeps the
+endpoint's tool-call ids and gives Kimi-style ids (`functions.NAME:IDX`) to calls that
+come without one. Thinking text (`reasoning_content`, as Moonshot and vLLM send it) is kept
+and sent back on later turns, which Kimi's thinking models require during tool use.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import openai
+
+from swarm.errors import ModelRequestError, ModelTimeout, ModelUnavailable, RateLimited
+from swarm.messages import Message, ToolCall, ToolSpec, Usage, kimi_tool_call_id
+from swarm.model import CallContext, ModelResponse
+
+
+def parse_retry_after(headers: httpx.Headers | None) -> float | None:
+    """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or HTTP date)."""
+    if headers is None:
+        return None
+    if (value := headers.get("retry-after-ms")) is not None:
+        try:
+            return float(value) / 1000.0
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+
+
+def to_openai_message(message: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role, "content": message.content or ""}
+    if message.role == "assistant":
+        if message.tool_calls:
+            out["tool_calls"] = [
+                {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                for c in message.tool_calls
+            ]
+        if message.reasoning:
+            out["reasoning_content"] = message.reasoning
+    elif message.role == "tool":
+        out["tool_call_id"] = message.tool_call_id
+        if message.name:
+            out["name"] = message.name
+    return out
+
+
+def _map_error(error: Exception) -> Exception:
+    if isinstance(error, openai.RateLimitError):
+        return RateLimited(f"rate limited (429): {error.message}", retry_after_s=parse_retry_after(error.response.headers))
+    if isinstance(error, openai.APITimeoutError):
+        return ModelTimeout("model call timed out")
+    if isinstance(error, openai.APIConnectionError):
+        return ModelUnavailable(f"cannot reach the model endpoint: {error.message}")
+    if isinstance(error, openai.APIStatusError):
+        retry_after = parse_retry_after(error.response.headers)
+        if error.status_code >= 500:
+            return ModelUnavailable(f"model endpoint error {error.status_code}: {error.message}", retry_after_s=retry_after)
+        if error.status_code in (408, 409):
+            return ModelUnavailable(f"model endpoint answered {error.status_code}: {error.message}", retry_after_s=retry_after)
+        return ModelRequestError(f"model endpoint rejected the request ({error.status_code}): {error.message}")
+    if isinstance(error, httpx.TimeoutException):
+        return ModelTimeout(f"model call timed out: {error}")
+    if isinstance(error, httpx.HTTPError):
+        return ModelUnavailable(f"model stream broke off: {error}")
+    if isinstance(error, openai.APIError):
+        return ModelUnavailable(f"model endpoint error: {error.message}")
+    return error
+
+
+class _ToolCallBuffer:
+    def __init__(self) -> None:
+        self.id: str | None = None
+        self.name = ""
+        self.arguments: list[str] = []
+
+
+class OpenAIChatModel:
+    """A `ChatModel` over an OpenAI-compatible endpoint."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        model_name: str,
+        api_key: str | None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        stream: bool = True,
+        timeout_s: float = 600.0,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url,
+            # Servers without auth (vLLM, SGLang, ours) accept any key; the client needs one.
+            api_key=api_key or "not-needed",
+            max_retries=0,
+            timeout=timeout_s,
+            http_client=http_client,
+        )
+        self._model_name = model_name
+        self._temperature = temperature
+        self._max_tokens = max_tokens
+        self._stream = stream
+
+    @property
+    def name(self) -> str:
+        return self._model_name
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def complete(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], context: CallContext
+    ) -> ModelResponse:
+        request: dict[str, Any] = {
+            "model": self._model_name,
+            "messages": [to_openai_message(m) for m in messages],
+        }
+        if tools:
+            request["tools"] = [t.to_openai() for t in tools]
+        if self._temperature is not None:
+            request["temperature"] = self._temperature
+        if self._max_tokens is not None:
+            request["max_tokens"] = self._max_tokens
+        started = time.perf_counter()
+        try:
+            if self._stream:
+                return await self._complete_streaming(request, context, started)
+            return await self._complete_once(request, started)
+        except (openai.OpenAIError, httpx.HTTPError) as error:
+            raise _map_error(error) from error
+
+    async def _complete_once(self, request: dict[str, Any], started: float) -> ModelResponse:
+        completion = await self._client.chat.completions.create(**request)
+        if not completion.choices:
+            raise ModelUnavailable("model endpoint returned no choices")
+        choice = completion.choices[0]
+        raw = choice.message
+        calls = tuple(
+            ToolCall(id=c.id or kimi_tool_call_id(c.function.name, i), name=c.function.name, arguments=c.function.arguments or "{}")
+            for i, c in enumerate(raw.tool_calls or [])
+            if getattr(c, "function", None) is not None
+        )
+        extra = raw.model_extra or {}
+        message = Message(role="assistant", content=raw.content, tool_calls=calls, reasoning=extra.get("reasoning_content"))
+        usage = Usage(
+            input_tokens=completion.usage.prompt_tokens if completion.usage else 0,
+            output_tokens=completion.usage.completion_tokens if completion.usage else 0,
+        )
+        return ModelResponse(
+            message=message, usage=usage, model=completion.model or self._model_name,
+            finish_reason=choice.finish_reason, latency_s=time.perf_counter() - started,
+        )
+
+    async def _complete_streaming(
+        self, request: dict[str, Any], context: CallContext, started: float
+    ) -> ModelResponse:
+        stream = await self._client.chat.completions.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        )
+        content: list[str] = []
+        reasoning: list[str] = []
+        buffers: dict[int, _ToolCallBuffer] = {}
+        usage = Usage()
+        finish_reason: str | None = None
+        model = self._model_name
+        ttft_s: float | None = None
+        async with stream:
+            async for chunk in stream:
+                if chunk.model:
+                    model = chunk.model
+                if chunk.usage is not None:
+                    usage = Usage(input_tokens=chunk.usage.prompt_tokens, output_tokens=chunk.usage.completion_tokens)
+                for choice in chunk.choices:
+                    delta = choice.delta
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+                    if delta is None:
+                        continue
+                    if ttft_s is None and (delta.content or delta.tool_calls):
+                        ttft_s = time.perf_counter() - started
+                    if delta.content:
+                        content.append(delta.content)
+                        if context.on_text is not None:
+                            context.on_text(delta.content)
+                    thinking = (delta.model_extra or {}).get("reasoning_content")
+                    if thinking:
+                        reasoning.append(thinking)
+                    for part in delta.tool_calls or []:
+                        buffer = buffers.setdefault(part.index, _ToolCallBuffer())
+                        if part.id:
+                            buffer.id = part.id
+                        if part.function is not None:
+                            buffer.name += part.function.name or ""
+                            buffer.arguments.append(part.function.arguments or "")
+        calls = tuple(
+            ToolCall(
+                id=buffer.id or kimi_tool_call_id(buffer.name, i),
+                name=buffer.name,
+                arguments="".join(buffer.arguments) or "{}",
+            )
+            for i, (_, buffer) in enumerate(sorted(buffers.items()))
+        )
+        message = Message(
+            role="assistant",
+            content="".join(content) or None,
+            tool_calls=calls,
+            reasoning="".join(reasoning) or None,
+        )
+        return ModelResponse(
+            message=message, usage=usage, model=model, finish_reason=finish_reason,
+            latency_s=time.perf_counter() - started, ttft_s=ttft_s,
+        )

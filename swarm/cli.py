@@ -1,0 +1,264 @@
+"""`swarm`: the command line, and the one composition root that wires concrete classes.
+
+    swarm run TASK.toml [--model SPEC] [--json] [--db PATH] [limit flags]
+    swarm runs list | swarm runs show RUN_ID [--json]
+
+Exit codes: 0 succeeded, 1 failed or over budget, 2 bad input, 130 cancelled. A user
+mistake prints one line naming the file, flag or field and the problem; no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import anyio
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from storage.errors import StorageError
+from storage.store import TraceStore, default_db_path
+from swarm.backends.retry import AdaptiveLimiter, RetryingModel, RetryPolicy
+from swarm.coordinator import Coordinator, RunRequest
+from swarm.errors import ModelSpecError, SwarmError, TaskFileError
+from swarm.events import FanOut, TraceSink
+from swarm.limits import Limits
+from swarm.model import ChatModel
+from swarm.model_spec import ModelSpec, parse_model_spec
+from swarm.progress import ProgressPrinter
+from swarm.recorder import Recorder
+from swarm.summary import run_summary
+from swarm.task_file import TaskFile, load_task
+from swarm.toolkits import default_registry
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
+_EXIT_BY_STATUS = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "budget_exceeded": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
+
+app = typer.Typer(
+    help="moe-swarm: a coordinator agent that runs sub-agents in parallel.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+runs_app = typer.Typer(help="Browse recorded runs.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+DbOption = Annotated[Path | None, typer.Option("--db", help="Trace database (default $SWARM_HOME/traces.db).")]
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code)
+
+
+def _open_store(db: Path | None) -> TraceStore:
+    try:
+        return TraceStore(db or default_db_path())
+    except StorageError as exc:
+        _fail(str(exc))
+
+
+# -- swarm run ---------------------------------------------------------------------
+
+
+def _apply_flags(task: TaskFile, mode: str | None, overrides: dict[str, Any]) -> TaskFile:
+    updates = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        limits = Limits.model_validate({**task.limits.model_dump(), **updates})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-")
+        raise TaskFileError(f"{flag}: {first['msg'][:1].lower()}{first['msg'][1:]}") from None
+    task_section = task.task
+    if mode is not None:
+        if mode not in ("swarm", "single"):
+            raise TaskFileError(f"--mode: must be 'swarm' or 'single', not {mode!r}")
+        task_section = task_section.model_copy(update={"mode": mode})
+    return task.model_copy(update={"limits": limits, "task": task_section})
+
+
+def build_model(spec: ModelSpec, task: TaskFile, model_name: str | None) -> tuple[ChatModel, list[str]]:
+    """The backend for a spec, and the secret values that must never be recorded."""
+    section = task.model
+    if spec.kind == "scripted":
+        from swarm.backends.scripted import ScriptedChatModel, load_script
+
+        return ScriptedChatModel(load_script(spec.target), name=model_name or section.name or "scripted"), []
+    if spec.kind == "openai":
+        from swarm.backends.openai_compat import OpenAIChatModel
+
+        key_env = section.api_key_env or "OPENAI_API_KEY"
+        api_key = os.environ.get(key_env)
+        if section.api_key_env and not api_key:
+            raise TaskFileError(f"[model].api_key_env: environment variable {key_env} is not set")
+        name = model_name or section.name
+        if not name:
+            raise TaskFileError("no model name: give --model-name or [model].name (e.g. kimi-k2.5)")
+        model = OpenAIChatModel(
+            spec.target, model_name=name, api_key=api_key, temperature=section.temperature,
+            max_tokens=section.max_tokens, stream=section.stream,
+        )
+        return model, [api_key] if api_key else []
+    raise ModelSpecError("local: the embedded model runtime is not available yet; use openai:<base_url>")
+
+
+async def _run_with_signals(coordinator: Coordinator) -> Any:
+    """Runs the coordinator; the first SIGINT/SIGTERM cancels the run cleanly."""
+    outcome = None
+    async with anyio.create_task_group() as group:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    name = signal.Signals(signum).name
+                    print(f"\n{name}: cancelling the run (again to force quit)", file=sys.stderr)
+                    coordinator.cancel(f"cancelled by user ({name})")
+                    signal.signal(signum, signal.SIG_DFL)
+
+        group.start_soon(watch)
+        outcome = await coordinator.run()
+        group.cancel_scope.cancel()
+    return outcome
+
+
+@app.command("run")
+def run_command(
+    task_file: Annotated[Path, typer.Argument(help="Task file (TOML).", show_default=False)],
+    model: Annotated[str | None, typer.Option("--model", help="openai:<url> | local:<dir> | scripted:<file>")] = None,
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Model name sent to the endpoint.")] = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON summary on stdout.")] = False,
+    mode: Annotated[str | None, typer.Option("--mode", help="swarm | single")] = None,
+    max_concurrency: Annotated[int | None, typer.Option("--max-concurrency")] = None,
+    max_subagents: Annotated[int | None, typer.Option("--max-subagents")] = None,
+    max_tool_calls: Annotated[int | None, typer.Option("--max-tool-calls")] = None,
+    timeout_s: Annotated[float | None, typer.Option("--timeout-s")] = None,
+) -> None:
+    """Run a task file: a coordinator and its sub-agents, traced to SQLite."""
+    try:
+        task = _apply_flags(
+            load_task(task_file), mode,
+            {"max_concurrency": max_concurrency, "max_subagents": max_subagents,
+             "max_tool_calls": max_tool_calls, "timeout_s": timeout_s},
+        )
+        spec_text = model or task.model.spec
+        if not spec_text:
+            raise TaskFileError(f"{task_file}: no model: give --model or [model].spec")
+        spec = parse_model_spec(spec_text)
+        chat_model, secrets = build_model(spec, task, model_name)
+    except SwarmError as exc:
+        _fail(str(exc))
+    store = _open_store(db)
+    request = RunRequest(
+        prompt=task.task.prompt, mode=task.task.mode, limits=task.limits,
+        system_prompt=task.task.system_prompt, model_label=spec.label,
+        config_json=task.model_dump_json(exclude={"model": {"spec"}}),
+    )
+    sinks: list[TraceSink] = []
+    try:
+        with Recorder(store, secrets=secrets) as recorder:
+            sinks.append(recorder)
+            if not as_json:
+                sinks.append(ProgressPrinter())
+            run_id = uuid.uuid4().hex[:16]
+            workdir = store.path.parent / "work" / run_id
+            kits = default_registry().build(task.tools.enabled, task.tools.options(), workdir)
+
+            async def main() -> Any:
+                # every sub-agent may have a call in flight, plus the orchestrator
+                limiter = AdaptiveLimiter(task.limits.max_concurrency + 1)
+                retrying = RetryingModel(chat_model, policy=RetryPolicy(), limiter=limiter)
+                coordinator = Coordinator(request, retrying, kits, FanOut(sinks), run_id=run_id)
+                try:
+                    return await _run_with_signals(coordinator)
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await retrying.aclose()
+
+            outcome = anyio.run(main)
+            recorder.flush()
+    except TaskFileError as exc:
+        _fail(str(exc))
+    except StorageError as exc:
+        _fail(str(exc), EXIT_FAILED)
+    summary = run_summary(store, outcome.run_id)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        if summary["final_answer"]:
+            print(summary["final_answer"])
+        print(f"trace: swarm runs show {outcome.run_id} --db {store.path}", file=sys.stderr)
+    raise typer.Exit(_EXIT_BY_STATUS[outcome.status])
+
+
+# -- swarm runs ------------------------------------------------------------------
+
+
+def _when(epoch: float | None) -> str:
+    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S") if epoch else "-"
+
+
+@runs_app.command("list")
+def runs_list(
+    db: DbOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Recorded runs, newest first."""
+    store = _open_store(db)
+    rows = store.list_runs(limit)
+    if as_json:
+        print(json.dumps([run_summary(store, row.id) for row in rows]))
+        return
+    table = Table("run", "started", "status", "mode", "agents", "tool calls", "critical", "tokens", "time", "prompt")
+    for row in rows:
+        table.add_row(
+            row.id, _when(row.started_at), row.status, row.mode, str(row.num_agents), str(row.num_tool_calls),
+            str(row.critical_steps), f"{row.input_tokens + row.output_tokens}",
+            f"{row.wall_time_s:.1f}s" if row.wall_time_s is not None else "-",
+            (row.prompt.splitlines() or [""])[0][:50],
+        )
+    Console().print(table)
+
+
+@runs_app.command("show")
+def runs_show(
+    run_id: Annotated[str, typer.Argument(help="Run id or a unique prefix of it.")],
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """One run: its summary, agents and outcome."""
+    store = _open_store(db)
+    try:
+        summary = run_summary(store, run_id)
+    except StorageError as exc:
+        _fail(str(exc))
+    if as_json:
+        print(json.dumps(summary))
+        return
+    console = Console()
+    run = store.get_run(summary["run_id"])
+    console.print(f"[bold]run {run.id}[/]  {run.status}  {run.mode}  {run.model}  started {_when(run.started_at)}")
+    if run.stop_reason:
+        console.print(f"stop reason: {run.stop_reason}")
+    console.print(
+        f"{run.num_agents} agents, {run.num_tool_calls} tool calls, {run.critical_steps} critical steps, "
+        f"{run.input_tokens}+{run.output_tokens} tokens, {run.wall_time_s or 0:.1f}s"
+    )
+    table = Table("agent", "name", "role", "status", "steps", "tool calls", "stop reason")
+    for agent in store.agents(run.id):
+        table.add_row(agent.id, agent.name, agent.role, agent.status, str(agent.steps), str(agent.num_tool_calls), agent.stop_reason or "")
+    console.print(table)
+    console.print("[bold]prompt[/]", run.prompt, "[bold]final answer[/]", run.final_answer or "-", sep="\n")
+
+
+def main() -> None:
+    app()
