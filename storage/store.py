@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, event, insert, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine, select
 
 from storage.errors import RunNotFound, StorageError
@@ -72,9 +72,20 @@ class TraceStore:
                 f"sqlite:///{self.path}", connect_args={"check_same_thread": False}
             )
             event.listen(self.engine, "connect", _set_sqlite_pragmas)
-            SQLModel.metadata.create_all(self.engine)
+            self._create_tables()
         except (OSError, SQLAlchemyError) as exc:
             raise StorageError(f"cannot open trace database {self.path}: {exc}") from exc
+
+    def _create_tables(self) -> None:
+        # Another process (a TUI, a second run) may create the tables between SQLAlchemy's
+        # check and its CREATE; the loser of that race sees "already exists" and checks again.
+        for attempt in range(5):
+            try:
+                SQLModel.metadata.create_all(self.engine)
+                return
+            except OperationalError as exc:
+                if "already exists" not in str(exc) or attempt == 4:
+                    raise
 
     def close(self) -> None:
         self.engine.dispose()
