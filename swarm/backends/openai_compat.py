@@ -11,6 +11,7 @@ and sent back on later turns, which Kimi's thinking models require during tool u
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -171,9 +172,8 @@ class OpenAIChatModel:
     async def _complete_streaming(
         self, request: dict[str, Any], context: CallContext, started: float
     ) -> ModelResponse:
-        stream = await self._client.chat.completions.create(
-            **request, stream=True, stream_options={"include_usage": True}
-        )
+        # The raw event stream is read here rather than through the client's typed chunks:
+        # building a model object per chunk was the client's largest CPU cost per call.
         content: list[str] = []
         reasoning: list[str] = []
         buffers: dict[int, _ToolCallBuffer] = {}
@@ -181,34 +181,46 @@ class OpenAIChatModel:
         finish_reason: str | None = None
         model = self._model_name
         ttft_s: float | None = None
-        async with stream:
-            async for chunk in stream:
-                if chunk.model:
-                    model = chunk.model
-                if chunk.usage is not None:
-                    usage = Usage(input_tokens=chunk.usage.prompt_tokens, output_tokens=chunk.usage.completion_tokens)
-                for choice in chunk.choices:
-                    delta = choice.delta
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-                    if delta is None:
-                        continue
-                    if ttft_s is None and (delta.content or delta.tool_calls):
+        async with self._client.chat.completions.with_streaming_response.create(
+            **request, stream=True, stream_options={"include_usage": True}
+        ) as response:
+            async for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    chunk = json.loads(data)
+                except json.JSONDecodeError as exc:
+                    raise ModelUnavailable(f"model stream sent invalid JSON: {exc.msg}") from None
+                if error := chunk.get("error"):
+                    message = error.get("message", error) if isinstance(error, dict) else error
+                    raise ModelUnavailable(f"model stream reported an error: {message}")
+                model = chunk.get("model") or model
+                if raw_usage := chunk.get("usage"):
+                    usage = Usage(
+                        input_tokens=raw_usage.get("prompt_tokens") or 0,
+                        output_tokens=raw_usage.get("completion_tokens") or 0,
+                    )
+                for choice in chunk.get("choices") or ():
+                    finish_reason = choice.get("finish_reason") or finish_reason
+                    delta = choice.get("delta") or {}
+                    text, parts = delta.get("content"), delta.get("tool_calls")
+                    if ttft_s is None and (text or parts):
                         ttft_s = time.perf_counter() - started
-                    if delta.content:
-                        content.append(delta.content)
+                    if text:
+                        content.append(text)
                         if context.on_text is not None:
-                            context.on_text(delta.content)
-                    thinking = (delta.model_extra or {}).get("reasoning_content")
-                    if thinking:
+                            context.on_text(text)
+                    if thinking := delta.get("reasoning_content"):
                         reasoning.append(thinking)
-                    for part in delta.tool_calls or []:
-                        buffer = buffers.setdefault(part.index, _ToolCallBuffer())
-                        if part.id:
-                            buffer.id = part.id
-                        if part.function is not None:
-                            buffer.name += part.function.name or ""
-                            buffer.arguments.append(part.function.arguments or "")
+                    for part in parts or ():
+                        buffer = buffers.setdefault(part.get("index", 0), _ToolCallBuffer())
+                        buffer.id = part.get("id") or buffer.id
+                        function = part.get("function") or {}
+                        buffer.name += function.get("name") or ""
+                        buffer.arguments.append(function.get("arguments") or "")
         calls = tuple(
             ToolCall(
                 id=buffer.id or kimi_tool_call_id(buffer.name, i),

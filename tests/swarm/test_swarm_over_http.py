@@ -160,3 +160,38 @@ async def test_persistent_server_errors_give_up_after_max_attempts(make_harness)
     assert "gave up after 4 attempts" in outcome.stop_reason
     rows = harness.store.rows(ModelCallRow, outcome.run_id)
     assert [r.attempt for r in rows] == [1, 2, 3, 4]
+
+
+async def test_cancelling_one_subagent_leaves_its_siblings_running(make_harness) -> None:
+    import anyio
+
+    from swarm.backends.openai_compat import OpenAIChatModel
+    from swarm.backends.retry import RetryingModel
+    from swarm.coordinator import Coordinator, RunRequest
+    from swarm.recorder import Recorder
+
+    harness = make_harness(SwarmBrain(tasks=["SLOW doomed", "quick"], slow_delay_s=30, latency_s=0.3))
+    model = RetryingModel(OpenAIChatModel(harness.server.base_url, model_name="fake-kimi", api_key=None))
+    with Recorder(harness.store) as recorder:
+        coordinator = Coordinator(RunRequest(prompt="p"), model, [harness.kit], recorder)
+        async with anyio.create_task_group() as group:
+
+            async def cancel_the_slow_one() -> None:
+                while True:
+                    slow = [a for a in coordinator.state.agents.values() if a.name == "worker" and a.status == "running"]
+                    if len(slow) == 2:
+                        break
+                    await anyio.sleep(0.02)
+                doomed = next(a for a in coordinator.state.agents.values() if a.id.endswith(".1"))
+                assert coordinator.cancel_agent(doomed.id, "not needed")
+
+            group.start_soon(cancel_the_slow_one)
+            with anyio.fail_after(10):
+                outcome = await coordinator.run()
+        recorder.flush()
+    await model.aclose()
+    assert outcome.status == "succeeded"
+    assert "was cancelled: not needed" in outcome.final_answer
+    assert "result for quick" in outcome.final_answer
+    statuses = {a.task: a.status for a in harness.store.agents(outcome.run_id)}
+    assert statuses == {"p": "succeeded", "SLOW doomed": "cancelled", "quick": "succeeded"}
