@@ -140,25 +140,20 @@ class TraceStore:
             return list(session.exec(query))
 
     def messages(self, run_id: str, agent_id: str | None = None) -> list[MessageRow]:
-        with Session(self.engine) as session:
-            query = select(MessageRow).where(MessageRow.run_id == run_id)
-            if agent_id is not None:
-                query = query.where(MessageRow.agent_id == agent_id)
-            return list(session.exec(query.order_by(MessageRow.agent_id, MessageRow.seq)))
+        return self._for_run(MessageRow, run_id, agent_id, MessageRow.agent_id, MessageRow.seq)
 
     def tool_calls(self, run_id: str, agent_id: str | None = None) -> list[ToolCallRow]:
-        with Session(self.engine) as session:
-            query = select(ToolCallRow).where(ToolCallRow.run_id == run_id)
-            if agent_id is not None:
-                query = query.where(ToolCallRow.agent_id == agent_id)
-            return list(session.exec(query.order_by(ToolCallRow.started_at)))
+        return self._for_run(ToolCallRow, run_id, agent_id, ToolCallRow.started_at)
 
     def model_calls(self, run_id: str, agent_id: str | None = None) -> list[ModelCallRow]:
+        return self._for_run(ModelCallRow, run_id, agent_id, ModelCallRow.started_at)
+
+    def _for_run(self, table: Any, run_id: str, agent_id: str | None, *order_by: Any) -> list[Any]:
         with Session(self.engine) as session:
-            query = select(ModelCallRow).where(ModelCallRow.run_id == run_id)
+            query = select(table).where(table.run_id == run_id)
             if agent_id is not None:
-                query = query.where(ModelCallRow.agent_id == agent_id)
-            return list(session.exec(query.order_by(ModelCallRow.started_at)))
+                query = query.where(table.agent_id == agent_id)
+            return list(session.exec(query.order_by(*order_by)))
 
     def rows(self, table: type[SQLModel], run_id: str) -> Sequence[SQLModel]:
         """Every row of `table` for the run, in insertion order (for exports and tests)."""
