@@ -55,7 +55,8 @@ def resident_bytes(model: torch.nn.Module) -> int:
 
 
 def time_forward(model: torch.nn.Module, prompt_len: int, repeats: int) -> tuple[float, float]:
-    """Best-of-`repeats` seconds (least disturbed by other load) for a prefill of `prompt_len` tokens and for one decode step after it."""
+    """Best-of-`repeats` seconds (the least disturbed by other load on the box) for a
+    prefill of `prompt_len` tokens and for one decode step after it."""
     ids = torch.randint(0, model.config.vocab_size, (prompt_len + 1,), generator=torch.Generator().manual_seed(1))
     prefill_s, decode_s = [], []
     for _ in range(repeats + 1):  # the first round warms up

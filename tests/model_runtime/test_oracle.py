@@ -71,3 +71,11 @@ def test_bf16_top1_agreement_with_fp32_oracle(tmp_path):
     error = ((logits - reference).abs().max() / reference.abs().max()).item()
     print(f"bf16 vs fp32 oracle: top-1 agreement {agreement:.1%} over {ids.numel()} positions, max rel err {error:.2e}")
     assert agreement >= 0.9
+
+
+def test_kimi_k25_vision_tensors_are_skipped_with_a_note(tmp_path, caplog):
+    path = write_tiny_checkpoint(tmp_path, kimi_k25=True)
+    with caplog.at_level("WARNING", logger="model_runtime.loader"):
+        model = load_model(path, dtype=torch.float32)
+    assert "vision" in caplog.text
+    assert model.config.weight_prefix == "language_model." and model.config.has_vision
