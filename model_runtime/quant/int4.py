@@ -14,6 +14,7 @@ packed ones. Shapes: E experts, D hidden, I moe_intermediate_size, G group size.
 from __future__ import annotations
 
 import functools
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -47,7 +48,10 @@ def unpack_int4(packed: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = 
     byte to its two signed values through a 256-entry table: one gather instead of eight
     shift-and-mask passes (about 2.5x faster on CPU)."""
     *lead, out_dim, words = packed.shape
-    pairs = F.embedding(packed.contiguous().view(torch.uint8).long(), _byte_table(dtype, packed.device))  # [..., out, in/2, 2]
+    byte = packed.contiguous().view(torch.uint8)  # [..., out, in/2]
+    if sys.byteorder == "big" and packed.device.type == "cpu":  # words' bytes come most significant first
+        byte = byte.view(*lead, out_dim, words, 4).flip(-1).reshape(*lead, out_dim, words * 4)
+    pairs = F.embedding(byte.long(), _byte_table(dtype, packed.device))  # [..., out, in/2, 2]
     q = pairs.view(*lead, out_dim, scale.shape[-1], -1)  # [..., out, in/G, G]
     return (q * scale.to(dtype)[..., None]).view(*lead, out_dim, words * 8)
 
