@@ -44,23 +44,27 @@ def pack_int4(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor,
 def unpack_int4(packed: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Dequantize `packed [..., out, in/8]` with `scale [..., out, in/G]` to `[..., out, in]`.
 
-    Reads the int32 words as little-endian bytes (low nibble = even column) and maps each
-    byte to its two signed values through a 256-entry table: one gather instead of eight
-    shift-and-mask passes (about 2.5x faster on CPU)."""
+    Reads each int32 word as two little-endian 16-bit halves and maps each half to its
+    four signed values through a 65536-entry table (512 KiB in bf16): one gather
+    instead of eight shift-and-mask passes, about 1.5x faster on CPU than a byte table
+    and 3-4x faster than shifting."""
     *lead, out_dim, words = packed.shape
-    byte = packed.contiguous().view(torch.uint8)  # [..., out, in/2]
-    if sys.byteorder == "big" and packed.device.type == "cpu":  # words' bytes come most significant first
-        byte = byte.view(*lead, out_dim, words, 4).flip(-1).reshape(*lead, out_dim, words * 4)
-    pairs = F.embedding(byte.long(), _byte_table(dtype, packed.device))  # [..., out, in/2, 2]
-    q = pairs.view(*lead, out_dim, scale.shape[-1], -1)  # [..., out, in/G, G]
+    if sys.byteorder == "big" and packed.device.type == "cpu":
+        nibbles = (packed[..., None] >> _SHIFTS.to(packed.device)) & 0xF  # [..., out, in/8, 8]
+        q = (nibbles - 8).to(dtype)
+    else:
+        halves = packed.contiguous().view(torch.int16).long().add_(32768)  # [..., out, in/4]
+        q = F.embedding(halves, _half_word_table(dtype, packed.device))  # [..., out, in/4, 4]
+    q = q.view(*lead, out_dim, scale.shape[-1], -1)  # [..., out, in/G, G]
     return (q * scale.to(dtype)[..., None]).view(*lead, out_dim, words * 8)
 
 
 @functools.cache
-def _byte_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """Byte b -> (low nibble - 8, high nibble - 8), as `[256, 2]` in `dtype`."""
-    byte = torch.arange(256)
-    return torch.stack([(byte & 0xF) - 8, (byte >> 4) - 8], dim=-1).to(device=device, dtype=dtype)
+def _half_word_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Row h + 32768 holds the four nibbles (minus 8) of the int16 value h, lowest first: `[65536, 4]`."""
+    half = torch.arange(-32768, 32768) & 0xFFFF  # [65536]
+    nibbles = torch.stack([(half >> (4 * j)) & 0xF for j in range(4)], dim=-1)  # [65536, 4]
+    return (nibbles - 8).to(device=device, dtype=dtype)
 
 
 class Int4Experts(RoutedExperts):
