@@ -73,12 +73,6 @@ async def open_agent_tools(kits: Sequence[ToolKit], agent_id: str, stack: AsyncE
     return tools
 
 
-async def close_shielded(stack: AsyncExitStack) -> None:
-    """Releases tools even when the agent was cancelled (no orphan browsers or processes)."""
-    with anyio.CancelScope(shield=True):
-        await stack.aclose()
-
-
 @dataclass
 class _Definition:
     name: str
@@ -167,21 +161,25 @@ class _SwarmTools:
                 system_prompt=definition.system_prompt, launched_at_step=launched_at,
             )
             child.cancel_scope = scope = anyio.CancelScope()
-            stack = AsyncExitStack()
             result: StepResult | None = None
             error: Exception | None = None
             try:
                 with scope:
-                    tools = await open_agent_tools(self.kits, child.id, stack)
-                    agent = Agent(
-                        run, child, system_prompt=definition.system_prompt, task=task,
-                        tools=tools, max_steps=limits.subagent_max_steps,
-                    )
-                    result = await agent.run_to_end()
+                    # Tools are opened and closed inside the same scope, unshielded: a kit
+                    # may hold a task group, which must exit in the scope it was entered in
+                    # (kits shield their own clean-up, see swarm.tooling.ToolKit).
+                    stack = AsyncExitStack()
+                    try:
+                        tools = await open_agent_tools(self.kits, child.id, stack)
+                        agent = Agent(
+                            run, child, system_prompt=definition.system_prompt, task=task,
+                            tools=tools, max_steps=limits.subagent_max_steps,
+                        )
+                        result = await agent.run_to_end()
+                    finally:
+                        await stack.aclose()
             except Exception as exc:  # isolation: a failing sub-agent is its call's result
                 error = exc
-            finally:
-                await close_shielded(stack)
         label = f"sub-agent {definition.name!r} ({child.id})"
         if scope.cancelled_caught:
             reason = child.cancel_reason or "cancelled"
@@ -246,24 +244,24 @@ class Coordinator:
         )
         result: StepResult | None = None
         failure: str | None = None
-        async with AsyncExitStack() as stack:
-            with run.scope, anyio.move_on_after(request.limits.timeout_s) as timeout:
-                try:
-                    for kit in run.kits:
-                        await stack.enter_async_context(kit)
-                    tools = await open_agent_tools(run.kits, root.id, stack)
-                    if is_swarm:
-                        tools += _SwarmTools(run, root, run.kits).tools()
-                    agent = Agent(
-                        run, root, system_prompt=system_prompt, task=request.prompt,
-                        tools=tools, max_steps=request.limits.orchestrator_max_steps,
-                    )
-                    result = await agent.run_to_end()
-                except (ModelError, ToolError, TaskFileError) as exc:
-                    failure = str(exc)
-                except Exception as exc:  # a bug: the run is recorded as failed, not lost
-                    failure = f"internal error: {type(exc).__name__}: {exc}"
-            with anyio.CancelScope(shield=True):
+        with run.scope, anyio.move_on_after(request.limits.timeout_s) as timeout:
+            stack = AsyncExitStack()  # closed in this scope, where its kits were entered
+            try:
+                for kit in run.kits:
+                    await stack.enter_async_context(kit)
+                tools = await open_agent_tools(run.kits, root.id, stack)
+                if is_swarm:
+                    tools += _SwarmTools(run, root, run.kits).tools()
+                agent = Agent(
+                    run, root, system_prompt=system_prompt, task=request.prompt,
+                    tools=tools, max_steps=request.limits.orchestrator_max_steps,
+                )
+                result = await agent.run_to_end()
+            except (ModelError, ToolError, TaskFileError) as exc:
+                failure = str(exc)
+            except Exception as exc:  # a bug: the run is recorded as failed, not lost
+                failure = f"internal error: {type(exc).__name__}: {exc}"
+            finally:
                 await stack.aclose()
         status, reason = self._conclude(result, failure, timeout.cancelled_caught)
         answer = result.text if isinstance(result, FinalAnswer) else None

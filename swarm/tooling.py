@@ -41,7 +41,13 @@ class Tool(Protocol):
 
 
 class ToolKit(Protocol):
-    """A named group of tools; entered once per run, opened once per agent."""
+    """A named group of tools; entered once per run, opened once per agent.
+
+    The coordinator exits a kit (and each agent's tools) in the same cancel scope it
+    entered it in, possibly while that scope is being cancelled (a timeout, Ctrl-C, a
+    cancelled sub-agent). A kit whose clean-up must await (closing a browser context,
+    killing a process) shields those awaits itself, so nothing outlives the run.
+    """
 
     name: str
 

@@ -80,3 +80,41 @@ async def test_output_token_budget(make_harness) -> None:
     outcome = await harness.run(mode="single", limits=Limits(max_output_tokens=50))
     assert outcome.status == "budget_exceeded"
     assert outcome.stop_reason.startswith("max_output_tokens (50) exceeded")
+
+
+async def test_kits_holding_task_groups_close_cleanly_when_the_run_is_cut_short(make_harness) -> None:
+    """A kit that keeps a task group open (as browser proxies and MCP sessions do) must be
+    closed in the scope it was entered in, also when a timeout cancels the run."""
+    from contextlib import asynccontextmanager
+
+    import anyio
+
+    from swarm.testing.echo_kit import EchoKit, EchoTool
+
+    class TaskGroupKit(EchoKit):
+        async def __aenter__(self):
+            self._group = anyio.create_task_group()
+            await self._group.__aenter__()
+            self._group.start_soon(anyio.sleep_forever)
+            return self
+
+        async def __aexit__(self, *exc_info):
+            self._group.cancel_scope.cancel()
+            await self._group.__aexit__(None, None, None)
+
+        @asynccontextmanager
+        async def for_agent(self, agent_id):
+            async with anyio.create_task_group() as group:
+                group.start_soon(anyio.sleep_forever)
+                self.open_agents.add(agent_id)
+                try:
+                    yield [EchoTool()]
+                finally:
+                    self.open_agents.discard(agent_id)
+                    group.cancel_scope.cancel()
+
+    harness = make_harness(SwarmBrain(tasks=["SLOW one", "SLOW two"], slow_delay_s=5.0))
+    harness.kit = TaskGroupKit()
+    outcome = await harness.run(limits=Limits(timeout_s=0.5))
+    assert outcome.status == "budget_exceeded"
+    assert not harness.kit.open_agents
