@@ -12,8 +12,8 @@ What the sandbox guarantees (on Linux with bubblewrap, as tested in tests/tools)
   interpreter's own prefix; no `/etc`, `/home`, `/root`, `/work` or host `/tmp`. The
   workspace (mounted at `/workspace`) is the only writable host folder; `/tmp` is a
   small private tmpfs.
-- Environment: empty apart from `PATH`, `HOME` and `LANG`; no API keys, and the
-  sandbox's init process (visible as `/proc/1`) was started with an empty environment.
+- Environment: empty apart from `PATH`, `HOME` and `LANG`; no API keys (bwrap itself
+  is started with an empty environment, so no process in the sandbox ever had one).
 - Limits (rlimits set before the code runs, which it cannot raise): address space
   (`memory_mb`, per process), number of processes, CPU seconds, size of any one file,
   open files. When run as root, the code runs as an unprivileged uid of its own with
@@ -172,7 +172,9 @@ def _bwrap_command(
     args = [
         bwrap,
         "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
-        "--die-with-parent", "--new-session",
+        # The code is the namespace's init: bwrap returns only once it has exited, which
+        # the kernel completes only after every other process in the namespace is gone.
+        "--as-pid-1", "--die-with-parent", "--new-session",
         "--ro-bind", "/usr", "/usr",
     ]  # fmt: skip
     for name in ("bin", "sbin", "lib", "lib32", "lib64"):
@@ -243,7 +245,7 @@ async def _drain(stream: ByteReceiveStream | None, sink: bytearray, max_bytes: i
 
 
 async def _kill_tree(process: Process) -> None:
-    """Kills the sandbox's PID-namespace init, so the kernel kills every process in it.
+    """Kills the sandbox's PID-namespace init (the code), so the kernel kills all in it.
 
     bwrap then reaps the init and exits, so once it has exited nothing the code started
     is left. Killing only bwrap would leave the init to die later, on its parent-death

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tools.base import ToolError
@@ -169,7 +170,7 @@ for pid in os.listdir("/proc"):
     result = await run(code, workspace)
     assert "sk-very-secret" not in result.stdout and "SWARM_TEST_API_KEY" not in result.stdout
     pids = {line.split()[0] for line in result.stdout.splitlines()[1:]}
-    assert len(pids) <= 3  # bwrap's init and the interpreter; none of the host's processes
+    assert len(pids) <= 3  # the code itself; none of the host's processes
     assert result.exit_code == 0
 
 
@@ -241,3 +242,15 @@ async def test_huge_file_is_refused(workspace: Path) -> None:
     result = await run(code, workspace, max_file_mb=1)
     assert "File too large" in result.stderr
     assert (workspace / "big").stat().st_size <= 2**20
+
+
+async def test_cancelling_the_caller_kills_the_tree(workspace: Path) -> None:
+    marker = f"sandbox-cancelled-{os.getpid()}-{time.monotonic_ns()}"
+    code = f"""
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", {marker!r}])
+time.sleep(300)
+"""
+    with anyio.move_on_after(1.5):
+        await run(code, workspace, timeout_s=60)
+    assert host_processes_with(marker) == []
