@@ -2,7 +2,8 @@
 
     ToolError                 the call failed in a way the model can see and correct
     ├── RefusedError          the tool refuses the request on policy (origin, scheme, download)
-    └── ToolArgumentError     the arguments do not match the tool's schema
+    ├── ToolArgumentError     the arguments do not match the tool's schema
+    └── ToolOptionError       a kit's task-file options (`[tools.NAME]`) are invalid
 
 `FunctionTool` satisfies the swarm's `Tool` protocol structurally, so this package never
 imports `swarm`. `cap_text` is how every tool keeps a huge result out of a model's context:
@@ -26,6 +27,10 @@ class RefusedError(ToolError):
 
 class ToolArgumentError(ToolError):
     """The call's arguments are missing, of the wrong type, or out of range."""
+
+
+class ToolOptionError(ToolError):
+    """A kit's options from the task file are invalid; the message names the option."""
 
 
 @dataclass(frozen=True)
@@ -69,3 +74,28 @@ def cap_text(text: str, max_chars: int, *, what: str = "output") -> str:
         return text
     num_cut = len(text) - max_chars
     return f"{text[:max_chars]}\n[{what} cut: {num_cut} more characters not shown]"
+
+
+def option(
+    options: Mapping[str, Any], kit: str, key: str, kind: type | tuple[type, ...], *, default: Any = ...
+) -> Any:
+    """`options[key]` of kit `kit`, checked against `kind`; problems are `ToolOptionError`s."""
+    if key not in options:
+        if default is ...:
+            raise ToolOptionError(f"[tools.{kit}] {key}: required option is missing")
+        return default
+    value = options[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ToolOptionError(f"[tools.{kit}] {key}: expected {names}, got {value!r}")
+    return value
+
+
+def check_known(options: Mapping[str, Any], kit: str, known: set[str]) -> None:
+    """Rejects option names the kit does not know (a typo would otherwise be ignored)."""
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ToolOptionError(
+            f"[tools.{kit}] {unknown[0]}: unknown option (known: {', '.join(sorted(known))})"
+        )

@@ -23,6 +23,8 @@ class FixtureWebServer:
 
     def __init__(self, world: World, *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.world = world
+        self.requested_paths: list[str] = []
+        """Every path requested, in order (tests use it to prove a request never arrived)."""
         self._pages = {"/": index_page(world), "/index.html": index_page(world)}
         self._pages["/search.html"] = search_page(world, None)
         self._pages |= {entity.path: entity_page(world, entity) for entity in world.entities}
@@ -76,6 +78,7 @@ class FixtureWebServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+                server.requested_paths.append(self.path)
                 status, headers, body = server.respond(self.path)
                 self.send_response(status)
                 for key, value in headers.items():
