@@ -1,6 +1,7 @@
 """A loopback HTTP server for the fixture web, started in-process (a thread) or from the CLI.
 
-Serves the pages of one `World`, rendered on request, plus a few routes under `/_test/`
+Serves the pages of one `World` (rendered once), `/search?q=` and its JSON twin
+`/api/search?q=&n=` (for the HTTP `web_search` backend), plus a few routes under `/_test/`
 that the browser tests need: an open redirect, a download, a page far too big for a
 model's context. It binds 127.0.0.1 only, on port 0 unless told otherwise; it is a test
 fixture, not a web server to expose to anyone.
@@ -8,13 +9,14 @@ fixture, not a web server to expose to anyone.
 
 from __future__ import annotations
 
+import json
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from urllib.parse import parse_qs, urlsplit
 
-from tools.fixture_web.render import entity_page, index_page, search_page
+from tools.fixture_web.render import entity_page, index_page, prose, search, search_page
 from tools.fixture_web.world import World
 
 
@@ -63,6 +65,10 @@ class FixtureWebServer:
             return HTTPStatus.OK, html_type, self._pages[url.path].encode()
         if url.path == "/search":
             return HTTPStatus.OK, html_type, search_page(self.world, query.get("q", "")).encode()
+        if url.path == "/api/search":  # the same search as JSON, for the HTTP web_search backend
+            hits = search(self.world, query.get("q", ""))[: int(query.get("n", "10"))]
+            results = [{"title": e.name, "url": self.base_url + e.path, "snippet": prose(self.world, e, is_html=False)} for e in hits]
+            return HTTPStatus.OK, {"Content-Type": "application/json"}, json.dumps({"results": results}).encode()
         if url.path == "/_test/redirect" and "to" in query:
             return HTTPStatus.FOUND, {"Location": query["to"]}, b""
         if url.path == "/_test/download":
