@@ -43,6 +43,8 @@ CHROMIUM_FLAGS = (
     "--disable-dev-shm-usage", "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",
 )  # fmt: skip
 
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
+
 _ACTIONABLE_ROLES = {
     "link", "button", "textbox", "searchbox", "checkbox", "radio", "combobox", "option",
     "menuitem", "menuitemcheckbox", "menuitemradio", "tab", "switch", "slider",
@@ -71,7 +73,7 @@ async def launch_chromium(playwright: Playwright, config: BrowserConfig) -> Chro
 
 
 def _find_chromium() -> Path:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
+    for name in CHROMIUM_NAMES:
         found = shutil.which(name)
         if found:
             return Path(found)
@@ -179,8 +181,9 @@ class Browser:
 
     async def back(self) -> str:
         async with self._lock:
+            before = self.page.url
             response = await self._act(lambda: self.page.go_back(wait_until="load"), what="go back")
-            if response is None and self.page.url == "about:blank":
+            if response is None and self.page.url == before:
                 raise ToolError("there is no previous page")
             return await self._snapshot()
 
@@ -206,7 +209,7 @@ class Browser:
             raise ToolError(f"could not {what}: {message}") from None
         if len(self._downloads) > num_downloads:
             raise RefusedError(f"refused: downloads are not allowed ({self._downloads[-1]})")
-        if not self.allowlist.allows(self.page.url):
+        if self.page.url != "about:blank" and not self.allowlist.allows(self.page.url):
             refused = self._refused[-1] if len(self._refused) > num_refused else self.page.url
             await self._leave_refused_page()
             raise RefusedError(self.allowlist.refusal(refused) + " (reached by a redirect or link)")

@@ -7,6 +7,7 @@ Playwright is imported only when the kit is entered, so building the registry is
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ from types import TracebackType
 from typing import Any
 
 from tools.base import FunctionTool, ToolOptionError, argument, check_known, option, schema
-from tools.browser import Browser, BrowserConfig, launch_chromium
+from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, launch_chromium
 from tools.origins import OriginAllowlist
 
 
@@ -64,6 +65,10 @@ def browser_kit_from_options(options: Mapping[str, Any], workdir: Path) -> Brows
     except ValueError as error:
         raise ToolOptionError(f"[tools.browser] allowed_origins: {error}") from None
     executable = option(options, "browser", "executable_path", str, default=None)
+    if executable is not None and not Path(executable).is_file():
+        raise ToolOptionError(f"[tools.browser] executable_path: no file at {executable!r}")
+    if executable is None and not any(shutil.which(name) for name in CHROMIUM_NAMES):
+        raise ToolOptionError("[tools.browser] executable_path: no Chromium on PATH; install it or set this")
     max_chars = option(options, "browser", "max_snapshot_chars", int, default=BrowserConfig.max_snapshot_chars)
     if max_chars < 500:
         raise ToolOptionError("[tools.browser] max_snapshot_chars: must be at least 500")

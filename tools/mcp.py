@@ -12,6 +12,8 @@ the swarm's own privileges, unsandboxed (with the SDK's minimal default environm
 plus `env`); their tool descriptions and results reach the model as they are. A tool
 result with `isError`, a protocol error or a call over `call_timeout_s` becomes a
 `ToolError` the model sees. Only the first page of each server's tool list is read.
+
+Errors: `McpConnectError` (a `ToolError`) when a server cannot be used at start.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ import anyio
 from tools.base import FunctionTool, ToolError, ToolOptionError, cap_text, check_known, option
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
+class McpConnectError(ToolError):
+    """An MCP server could not be started, reached or initialized when the kit was entered."""
 
 
 @dataclass(frozen=True)
@@ -58,9 +64,12 @@ class McpKit:
         async with AsyncExitStack() as stack:
             tools: list[FunctionTool] = []
             for server in self.servers:
-                session = await stack.enter_async_context(_session(server))
-                with anyio.fail_after(self.call_timeout_s):
-                    listed = await session.list_tools()
+                try:
+                    session = await stack.enter_async_context(_session(server, self.call_timeout_s))
+                    with anyio.fail_after(self.call_timeout_s):
+                        listed = await session.list_tools()
+                except Exception as error:  # whatever the transport raised: the server is unusable
+                    raise McpConnectError(f"could not use MCP server {server.name!r}: {_describe(error)}") from error
                 tools += [self._tool(server.name, session, tool) for tool in listed.tools]
             self._tools = tools
             self._stack = stack.pop_all()
@@ -109,7 +118,7 @@ class McpKit:
 
 
 @asynccontextmanager
-async def _session(server: McpServerConfig) -> AsyncIterator[Any]:
+async def _session(server: McpServerConfig, timeout_s: float) -> AsyncIterator[Any]:
     """An initialized `ClientSession` on the server's transport."""
     from mcp import ClientSession
 
@@ -128,8 +137,16 @@ async def _session(server: McpServerConfig) -> AsyncIterator[Any]:
             client = getattr(streamable_http, "streamable_http_client", None) or streamable_http.streamablehttp_client
             streams = await stack.enter_async_context(client(server.url))
         session = await stack.enter_async_context(ClientSession(streams[0], streams[1]))
-        await session.initialize()
+        with anyio.fail_after(timeout_s):
+            await session.initialize()
         yield session
+
+
+def _describe(error: BaseException) -> str:
+    """The first leaf of a (possibly nested) exception group, as `Type: message`."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return f"{type(error).__name__}: {error}"
 
 
 def _field(obj: Any, snake: str, camel: str, default: Any) -> Any:

@@ -168,3 +168,8 @@ async def test_agents_get_isolated_contexts(chromium: Any, web: FixtureWebServer
         await second.navigate(web.base_url + "/index.html")
         assert await second.page.evaluate("localStorage.getItem('secret')") is None
         assert first.page.context is not second.page.context
+
+
+async def test_back_with_no_history_is_a_tool_error(browser: Browser) -> None:
+    with pytest.raises(ToolError, match="no previous page"):
+        await browser.back()

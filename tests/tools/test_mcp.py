@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tools.base import FunctionTool, ToolError, ToolOptionError
-from tools.mcp import McpKit, McpServerConfig, mcp_kit_from_options
+from tools.mcp import McpConnectError, McpKit, McpServerConfig, mcp_kit_from_options
 
 pytestmark = pytest.mark.anyio
 
@@ -85,3 +85,10 @@ def test_options_build_the_server_list(tmp_path: Path) -> None:
 def test_bad_server_options_name_the_field(servers: list[dict[str, object]], message: str, tmp_path: Path) -> None:
     with pytest.raises(ToolOptionError, match=message):
         mcp_kit_from_options({"servers": servers}, tmp_path)
+
+
+async def test_unusable_server_fails_the_kit_with_its_name() -> None:
+    kit = McpKit([McpServerConfig(name="broken", command=[sys.executable, "-c", "pass"])], call_timeout_s=10)
+    with pytest.raises(McpConnectError, match="'broken'"):
+        async with kit:
+            pass
