@@ -254,3 +254,55 @@ time.sleep(300)
     with anyio.move_on_after(1.5):
         await run(code, workspace, timeout_s=60)
     assert host_processes_with(marker) == []
+
+
+async def test_no_privileges_to_regain(workspace: Path) -> None:
+    code = """
+import os
+status = dict(line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines() if ":\\t" in line)
+print(os.getuid() != 0, status["CapEff"].strip(), status["NoNewPrivs"].strip())
+for attempt in (lambda: os.setuid(0), lambda: os.setgroups([0]), lambda: os.chroot("/tmp")):
+    try:
+        attempt()
+        print("ALLOWED")
+    except OSError:
+        print("denied")
+"""
+    result = await run(code, workspace)
+    assert result.stdout.splitlines() == ["True 0000000000000000 1", "denied", "denied", "denied"]
+
+
+async def test_no_abstract_unix_socket_of_the_host(workspace: Path) -> None:
+    name = f"\0swarm-sandbox-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(name)
+        server.listen()
+        code = f"""
+import socket
+try:
+    socket.socket(socket.AF_UNIX, socket.SOCK_STREAM).connect({name!r})
+    print("CONNECTED")
+except OSError as error:
+    print("refused")
+"""
+        result = await run(code, workspace)
+    assert result.stdout == "refused\n"
+
+
+async def test_private_tmp_is_small(workspace: Path) -> None:
+    code = "open('/tmp/fill', 'wb').write(b'x' * (64 * 2**20))"
+    result = await run(code, workspace, tmp_mb=4, max_file_mb=128)
+    assert "No space left on device" in result.stderr
+
+
+async def test_concurrent_runs_share_the_workspace(workspace: Path) -> None:
+    results: list[ExecResult] = []
+
+    async def one(i: int) -> None:
+        results.append(await run(f"open('out{i}', 'w').write('{i}'); print({i})", workspace))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(4):
+            tg.start_soon(one, i)
+    assert sorted(r.stdout for r in results) == ["0\n", "1\n", "2\n", "3\n"]
+    assert sorted(p.name for p in workspace.iterdir()) == ["out0", "out1", "out2", "out3"]
