@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from tools.background import BackgroundLoop
 from tools.base import RefusedError, ToolError, cap_text
 from tools.browser_proxy import AllowlistProxy
 from tools.origins import OriginAllowlist
@@ -85,11 +86,13 @@ class Browser:
 
     def __init__(
         self, allowed_origins: Iterable[str], *, chromium: Chromium | None = None,
-        config: BrowserConfig | None = None,
+        config: BrowserConfig | None = None, background: BackgroundLoop | None = None,
     ) -> None:  # fmt: skip
+        """`chromium` and `background` are shared run-wide by a kit; without them it starts its own."""
         self.allowlist = OriginAllowlist(allowed_origins)
         self.config = config or BrowserConfig()
         self._chromium = chromium
+        self._background = background
         self._stack = AsyncExitStack()
         self._page: Page | None = None
         self._refs: set[str] = set()
@@ -106,9 +109,12 @@ class Browser:
                 playwright = await stack.enter_async_context(async_playwright())
                 chromium = await launch_chromium(playwright, self.config)
                 stack.push_async_callback(chromium.close)
-            proxy = await stack.enter_async_context(
-                AllowlistProxy(self.allowlist, on_refused=self._refused.append)
-            )
+            background = self._background
+            if background is None:
+                background = await stack.enter_async_context(BackgroundLoop())
+            # The proxy's task group lives on the background loop, not in the caller's scopes.
+            proxy, handle = await background.enter(AllowlistProxy(self.allowlist, on_refused=self._refused.append))
+            stack.push_async_callback(background.exit, handle)
             context = await chromium.new_context(
                 proxy={"server": proxy.url, "bypass": "<-loopback>"},
                 accept_downloads=False,

@@ -1,5 +1,8 @@
 """The `browser` kit: one Chromium per run, one isolated `Browser` per agent, and its tools.
 
+Run-wide: the Playwright driver, Chromium, and the background loop that hosts every
+agent's allowlist proxy. Per agent: a browser context, its page and its proxy listener.
+
 Task-file options (`[tools.browser]`): `allowed_origins` (list of origins, required),
 `executable_path` (Chromium; default: `chromium` on PATH), `max_snapshot_chars`.
 Playwright is imported only when the kit is entered, so building the registry is cheap.
@@ -14,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tools.background import BackgroundLoop
 from tools.base import FunctionTool, ToolOptionError, argument, check_known, option, schema
 from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, launch_chromium
 from tools.origins import OriginAllowlist
@@ -29,6 +33,7 @@ class BrowserKit:
         self.config = config or BrowserConfig()
         self._stack = AsyncExitStack()
         self._chromium: Any = None
+        self._background: BackgroundLoop | None = None
 
     async def __aenter__(self) -> BrowserKit:
         from playwright.async_api import async_playwright
@@ -37,6 +42,7 @@ class BrowserKit:
             playwright = await stack.enter_async_context(async_playwright())
             self._chromium = await launch_chromium(playwright, self.config)
             stack.push_async_callback(self._chromium.close)
+            self._background = await stack.enter_async_context(BackgroundLoop())
             self._stack = stack.pop_all()
         return self
 
@@ -50,7 +56,8 @@ class BrowserKit:
     async def for_agent(self, agent_id: str) -> AsyncIterator[list[FunctionTool]]:
         if self._chromium is None:
             raise RuntimeError("BrowserKit.for_agent called outside `async with kit`")
-        async with Browser(self.allowed_origins, chromium=self._chromium, config=self.config) as browser:
+        browser = Browser(self.allowed_origins, chromium=self._chromium, config=self.config, background=self._background)
+        async with browser:
             yield browser_tools(browser)
 
 

@@ -5,7 +5,8 @@ either `command` (a list: program and arguments, spawned over stdio, with option
 `env` and `cwd`) or `url` (a streamable HTTP endpoint); and `call_timeout_s`. Each
 server's tools are offered as `<server>__<tool>` (characters outside `[A-Za-z0-9_-]`
 become `_`), so two servers never collide. Sessions are run-wide: opened when the kit
-is entered, shared by all agents, closed when the run ends.
+is entered, shared by all agents, closed when the run ends; they run on a background
+event loop thread (`tools.background`), so the caller's cancel scopes never hold them.
 
 Trust: the servers are chosen by whoever writes the task file. Stdio servers run with
 the swarm's own privileges, unsandboxed (with the SDK's minimal default environment
@@ -28,6 +29,7 @@ from typing import Any
 
 import anyio
 
+from tools.background import BackgroundLoop
 from tools.base import FunctionTool, ToolError, ToolOptionError, cap_text, check_known, option
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
@@ -62,15 +64,17 @@ class McpKit:
 
     async def __aenter__(self) -> McpKit:
         async with AsyncExitStack() as stack:
+            # The SDK's sessions run task groups; they live on their own loop (see tools.background).
+            background = await stack.enter_async_context(BackgroundLoop())
             tools: list[FunctionTool] = []
             for server in self.servers:
                 try:
-                    session = await stack.enter_async_context(_session(server, self.call_timeout_s))
+                    session, _ = await background.enter(_session(server, self.call_timeout_s))
                     with anyio.fail_after(self.call_timeout_s):
-                        listed = await session.list_tools()
+                        listed = await background.call(session.list_tools)
                 except Exception as error:  # whatever the transport raised: the server is unusable
                     raise McpConnectError(f"could not use MCP server {server.name!r}: {_describe(error)}") from error
-                tools += [self._tool(server.name, session, tool) for tool in listed.tools]
+                tools += [self._tool(server.name, background, session, tool) for tool in listed.tools]
             self._tools = tools
             self._stack = stack.pop_all()
         return self
@@ -87,7 +91,7 @@ class McpKit:
             raise RuntimeError("McpKit.for_agent called outside `async with kit`")
         yield list(self._tools)
 
-    def _tool(self, server: str, session: Any, tool: Any) -> FunctionTool:
+    def _tool(self, server: str, background: BackgroundLoop, session: Any, tool: Any) -> FunctionTool:
         try:
             from mcp import MCPError
         except ImportError:  # mcp 1
@@ -98,7 +102,7 @@ class McpKit:
         async def call(arguments: dict[str, Any]) -> str:
             try:
                 with anyio.fail_after(self.call_timeout_s):
-                    result = await session.call_tool(remote_name, arguments)
+                    result = await background.call(session.call_tool, remote_name, arguments)
             except TimeoutError:
                 raise ToolError(f"MCP server {server!r} did not answer within {self.call_timeout_s:g} s") from None
             except MCPError as error:

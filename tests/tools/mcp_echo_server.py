@@ -34,6 +34,15 @@ def fail(reason: str) -> str:
     raise ValueError(reason)
 
 
+@server.tool()
+async def wait(seconds: float) -> str:
+    """Sleeps, then says so."""
+    import anyio
+
+    await anyio.sleep(seconds)
+    return "done"
+
+
 def serve_http() -> None:
     import uvicorn
 

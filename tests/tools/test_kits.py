@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
 
+import anyio
 import pytest
 
 from swarm.errors import TaskFileError
 from swarm.toolkits import default_registry
 from swarm.tooling import Tool
-from tools.fixture_web import FixtureWebServer, generate_world
+from tools.fixture_web import FixtureWebServer, generate_world, render_site
 
 pytestmark = pytest.mark.anyio
 
@@ -48,6 +51,37 @@ async def test_browser_kit_through_the_swarm_seam(tmp_path: Path, web: FixtureWe
             }  # fmt: skip
             assert all(isinstance(tool, Tool) for tool in tools)
             assert "Fixture Web" in await by_name["browser_navigate"]({"url": web.base_url + "/index.html"})
+
+
+def kit_options(name: str, web: FixtureWebServer, tmp_path: Path) -> dict[str, dict[str, object]]:
+    server = [sys.executable, str(Path(__file__).with_name("mcp_echo_server.py"))]
+    return {
+        "browser": {"browser": {"allowed_origins": [web.base_url]}},
+        "mcp": {"mcp": {"servers": [{"name": "echo", "command": server}]}},
+        "python": {},
+        "web_search": {"web_search": {"pages_dir": str(render_site(web.world, tmp_path / "site"))}},
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["browser", "mcp", "python", "web_search"])
+async def test_kit_opened_inside_cancel_scopes_closes_outside_them(
+    name: str, web: FixtureWebServer, tmp_path: Path
+) -> None:
+    """The swarm enters kits and agents' tools inside cancel scopes and closes them, shielded, after."""
+    if name == "browser" and shutil.which("chromium") is None or name == "python" and shutil.which("bwrap") is None:
+        pytest.skip("needs chromium and bubblewrap")
+    [kit] = default_registry().build([name], kit_options(name, web, tmp_path), tmp_path)
+    stack, agent_stack = AsyncExitStack(), AsyncExitStack()
+    try:
+        with anyio.CancelScope(), anyio.move_on_after(60):
+            await stack.enter_async_context(kit)
+            with anyio.CancelScope():
+                tools = await agent_stack.enter_async_context(kit.for_agent("agent-1"))
+                assert tools
+    finally:
+        with anyio.CancelScope(shield=True):
+            await agent_stack.aclose()
+            await stack.aclose()
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from tools.base import FunctionTool, ToolError, ToolOptionError
@@ -19,7 +20,7 @@ SERVER = str(Path(__file__).with_name("mcp_echo_server.py"))
 
 @pytest.fixture(scope="module")
 async def stdio_tools(anyio_backend: str) -> AsyncIterator[dict[str, FunctionTool]]:
-    kit = McpKit([McpServerConfig(name="echo", command=[sys.executable, SERVER])], call_timeout_s=20)
+    kit = McpKit([McpServerConfig(name="echo", command=[sys.executable, SERVER])], call_timeout_s=3)
     async with kit, kit.for_agent("agent-1") as tools:
         yield {tool.name: tool for tool in tools}
 
@@ -36,7 +37,7 @@ def http_server_url() -> Iterator[str]:
 
 
 async def test_tools_are_prefixed_with_the_server_name(stdio_tools: dict[str, FunctionTool]) -> None:
-    assert set(stdio_tools) == {"echo__echo", "echo__add", "echo__fail"}
+    assert set(stdio_tools) == {"echo__echo", "echo__add", "echo__fail", "echo__wait"}
     add = stdio_tools["echo__add"]
     assert add.description == "[echo] Adds two integers."
     assert set(add.parameters["properties"]) == {"a", "b"}
@@ -52,6 +53,13 @@ async def test_tool_failure_and_bad_arguments_are_tool_errors(stdio_tools: dict[
         await stdio_tools["echo__fail"]({"reason": "broken on purpose"})
     with pytest.raises(ToolError, match="a"):
         await stdio_tools["echo__add"]({"a": "not a number"})
+
+
+async def test_slow_call_times_out_as_a_tool_error(stdio_tools: dict[str, FunctionTool]) -> None:
+    with anyio.fail_after(10):
+        with pytest.raises(ToolError, match="did not answer within 3 s"):
+            await stdio_tools["echo__wait"]({"seconds": 60})
+    assert await stdio_tools["echo__wait"]({"seconds": 0}) == "done"  # the session still works
 
 
 async def test_streamable_http_server(http_server_url: str) -> None:
