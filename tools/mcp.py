@@ -2,7 +2,8 @@
 
 Task-file options (`[tools.mcp]`): `servers`, a list of tables, each with a `name` and
 either `command` (a list: program and arguments, spawned over stdio, with optional
-`env` and `cwd`) or `url` (a streamable HTTP endpoint); and `call_timeout_s`. Each
+`env` and `cwd`) or `url` (a streamable HTTP endpoint); `call_timeout_s` (per tool
+call, default 60) and `connect_timeout_s` (start-up and tool listing, default 30). Each
 server's tools are offered as `<server>__<tool>` (characters outside `[A-Za-z0-9_-]`
 become `_`), so two servers never collide. Sessions are run-wide: opened when the kit
 is entered, shared by all agents, closed when the run ends; they run on a background
@@ -11,7 +12,7 @@ event loop thread (`tools.background`), so the caller's cancel scopes never hold
 Trust: the servers are chosen by whoever writes the task file. Stdio servers run with
 the swarm's own privileges, unsandboxed (with the SDK's minimal default environment
 plus `env`); their tool descriptions and results reach the model as they are. A tool
-result with `isError`, a protocol error or a call over `call_timeout_s` becomes a
+result flagged as an error, a protocol error or a call over `call_timeout_s` becomes a
 `ToolError` the model sees. Only the first page of each server's tool list is read.
 
 Errors: `McpConnectError` (a `ToolError`) when a server cannot be used at start.
@@ -55,9 +56,13 @@ class McpKit:
 
     name = "mcp"
 
-    def __init__(self, servers: list[McpServerConfig], *, call_timeout_s: float = 60.0, max_result_chars: int = 16_000) -> None:
+    def __init__(
+        self, servers: list[McpServerConfig], *, call_timeout_s: float = 60.0, connect_timeout_s: float = 30.0,
+        max_result_chars: int = 16_000,
+    ) -> None:  # fmt: skip
         self.servers = servers
         self.call_timeout_s = call_timeout_s
+        self.connect_timeout_s = connect_timeout_s
         self.max_result_chars = max_result_chars
         self._stack = AsyncExitStack()
         self._tools: list[FunctionTool] | None = None
@@ -69,8 +74,8 @@ class McpKit:
             tools: list[FunctionTool] = []
             for server in self.servers:
                 try:
-                    session, _ = await background.enter(_session(server, self.call_timeout_s))
-                    with anyio.fail_after(self.call_timeout_s):
+                    session, _ = await background.enter(_session(server, self.connect_timeout_s))
+                    with anyio.fail_after(self.connect_timeout_s):
                         listed = await background.call(session.list_tools)
                 except Exception as error:  # whatever the transport raised: the server is unusable
                     raise McpConnectError(f"could not use MCP server {server.name!r}: {_describe(error)}") from error
@@ -173,7 +178,7 @@ def _result_text(result: Any) -> str:
 
 def mcp_kit_from_options(options: Mapping[str, Any], workdir: Path) -> McpKit:
     """The kit for a task file's `[tools.mcp]` table."""
-    check_known(options, "mcp", {"servers", "call_timeout_s"})
+    check_known(options, "mcp", {"servers", "call_timeout_s", "connect_timeout_s"})
     servers_option = option(options, "mcp", "servers", list)
     servers, names = [], set()
     for i, entry in enumerate(servers_option):
@@ -199,7 +204,9 @@ def mcp_kit_from_options(options: Mapping[str, Any], workdir: Path) -> McpKit:
         if cwd is not None and not isinstance(cwd, str):
             raise ToolOptionError(f"{where}.cwd: expected a string")
         servers.append(McpServerConfig(name=name, command=command, url=url, env=dict(env), cwd=cwd))
-    timeout_s = option(options, "mcp", "call_timeout_s", (int, float), default=60.0)
-    if timeout_s <= 0:
-        raise ToolOptionError("[tools.mcp] call_timeout_s: must be positive")
-    return McpKit(servers, call_timeout_s=float(timeout_s))
+    timeouts = {key: option(options, "mcp", key, (int, float), default=default)
+                for key, default in (("call_timeout_s", 60.0), ("connect_timeout_s", 30.0))}  # fmt: skip
+    for key, value in timeouts.items():
+        if value <= 0:
+            raise ToolOptionError(f"[tools.mcp] {key}: must be positive")
+    return McpKit(servers, call_timeout_s=float(timeouts["call_timeout_s"]), connect_timeout_s=float(timeouts["connect_timeout_s"]))

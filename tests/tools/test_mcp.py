@@ -20,7 +20,7 @@ SERVER = str(Path(__file__).with_name("mcp_echo_server.py"))
 
 @pytest.fixture(scope="module")
 async def stdio_tools(anyio_backend: str) -> AsyncIterator[dict[str, FunctionTool]]:
-    kit = McpKit([McpServerConfig(name="echo", command=[sys.executable, SERVER])], call_timeout_s=3)
+    kit = McpKit([McpServerConfig(name="echo", command=[sys.executable, SERVER])], call_timeout_s=1.5)
     async with kit, kit.for_agent("agent-1") as tools:
         yield {tool.name: tool for tool in tools}
 
@@ -57,7 +57,7 @@ async def test_tool_failure_and_bad_arguments_are_tool_errors(stdio_tools: dict[
 
 async def test_slow_call_times_out_as_a_tool_error(stdio_tools: dict[str, FunctionTool]) -> None:
     with anyio.fail_after(10):
-        with pytest.raises(ToolError, match="did not answer within 3 s"):
+        with pytest.raises(ToolError, match="did not answer within 1.5 s"):
             await stdio_tools["echo__wait"]({"seconds": 60})
     assert await stdio_tools["echo__wait"]({"seconds": 0}) == "done"  # the session still works
 
