@@ -3,7 +3,9 @@
     ToolError                 the call failed in a way the model can see and correct
     ├── RefusedError          the tool refuses the request on policy (origin, scheme, download)
     ├── ToolArgumentError     the arguments do not match the tool's schema
-    └── ToolOptionError       a kit's task-file options (`[tools.NAME]`) are invalid
+    ├── ToolOptionError       a kit's task-file options (`[tools.NAME]`) are invalid
+    ├── SandboxUnavailableError   (tools.code) bubblewrap is missing
+    └── McpConnectError           (tools.mcp) an MCP server cannot be used at start
 
 `FunctionTool` satisfies the swarm's `Tool` protocol structurally, so this package never
 imports `swarm`. `cap_text` is how every tool keeps a huge result out of a model's context:

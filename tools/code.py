@@ -26,7 +26,8 @@ What it does not guarantee:
 - Memory is limited per process, not in total: up to `max_processes` processes can
   each use `memory_mb`. The workspace's total size is not limited (only file size).
 - CPU share is not limited within the timeout; a busy loop takes a core until killed.
-- Without root the process limit counts all processes of the caller's uid.
+- The process limit is per sandbox uid, which is per workspace: concurrent calls in
+  one workspace share it. Without root it counts all processes of the caller's uid.
 - The read-only view of `/usr` and the interpreter can be read (not secrets, usually).
 
 Errors: `SandboxUnavailableError` (a `ToolError` subclass) when bubblewrap is missing.
