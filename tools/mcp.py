@@ -193,7 +193,8 @@ def mcp_kit_from_options(options: Mapping[str, Any], workdir: Path) -> McpKit:
         command, url = entry.get("command"), entry.get("url")
         if (command is None) == (url is None):
             raise ToolOptionError(f"{where}: give exactly one of command (stdio) and url (streamable HTTP)")
-        if command is not None and (not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command)):
+        is_command_ok = isinstance(command, list) and command and all(isinstance(c, str) for c in command)
+        if command is not None and not is_command_ok:
             raise ToolOptionError(f"{where}.command: expected a non-empty list of strings")
         if url is not None and (not isinstance(url, str) or not url.startswith(("http://", "https://"))):
             raise ToolOptionError(f"{where}.url: expected an http(s) URL")
@@ -209,4 +210,7 @@ def mcp_kit_from_options(options: Mapping[str, Any], workdir: Path) -> McpKit:
     for key, value in timeouts.items():
         if value <= 0:
             raise ToolOptionError(f"[tools.mcp] {key}: must be positive")
-    return McpKit(servers, call_timeout_s=float(timeouts["call_timeout_s"]), connect_timeout_s=float(timeouts["connect_timeout_s"]))
+    return McpKit(
+        servers, call_timeout_s=float(timeouts["call_timeout_s"]),
+        connect_timeout_s=float(timeouts["connect_timeout_s"]),
+    )  # fmt: skip

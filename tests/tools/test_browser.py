@@ -173,3 +173,8 @@ async def test_agents_get_isolated_contexts(chromium: Any, web: FixtureWebServer
 async def test_back_with_no_history_is_a_tool_error(browser: Browser) -> None:
     with pytest.raises(ToolError, match="no previous page"):
         await browser.back()
+
+
+async def test_standalone_browser_launches_its_own_chromium(web: FixtureWebServer) -> None:
+    async with Browser([web.base_url]) as browser:
+        assert "Fixture Web" in await browser.navigate(web.base_url + "/index.html")

@@ -67,7 +67,10 @@ class FixtureWebServer:
             return HTTPStatus.OK, html_type, search_page(self.world, query.get("q", "")).encode()
         if url.path == "/api/search":  # the same search as JSON, for the HTTP web_search backend
             hits = search(self.world, query.get("q", ""))[: int(query.get("n", "10"))]
-            results = [{"title": e.name, "url": self.base_url + e.path, "snippet": prose(self.world, e, is_html=False)} for e in hits]
+            results = [
+                {"title": e.name, "url": self.base_url + e.path, "snippet": prose(self.world, e, is_html=False)}
+                for e in hits
+            ]
             return HTTPStatus.OK, {"Content-Type": "application/json"}, json.dumps({"results": results}).encode()
         if url.path == "/_test/redirect" and "to" in query:
             return HTTPStatus.FOUND, {"Location": query["to"]}, b""

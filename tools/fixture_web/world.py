@@ -102,7 +102,8 @@ def generate_world(seed: int, num_entities: int = 24) -> World:
         ))  # fmt: skip
     for company_id in ids["company"]:
         entities.append(Entity(
-            id=company_id, kind="company", name=_name(rng, names, words=1) + " " + rng.choice(("Works", "Labs", "Group", "Holdings")),
+            id=company_id, kind="company",
+            name=_name(rng, names, words=1) + " " + rng.choice(("Works", "Labs", "Group", "Holdings")),
             attributes={
                 "industry": rng.choice(_INDUSTRIES),
                 "founded": rng.randrange(1850, 2020),
@@ -140,16 +141,18 @@ def _with_link_names(entity: Entity, entities: list[Entity]) -> Entity:
 def _questions(world: World, rng: random.Random) -> list[Question]:
     questions = []
     for entity in world.entities:
+        a, name, ids = entity.attributes, entity.name, [entity.id]
         if entity.kind == "company":
             city = world.by_id(entity.links["headquarters"])
             ceo = world.by_id(entity.links["ceo"])
-            questions.append(Question(f"In what year was {entity.name} founded?", str(entity.attributes["founded"]), [entity.id]))
-            questions.append(Question(
-                f"In which country is the headquarters of {entity.name}?", str(city.attributes["country"]), [entity.id, city.id]
-            ))
-            questions.append(Question(f"In what year was the CEO of {entity.name} born?", str(ceo.attributes["born"]), [entity.id, ceo.id]))
+            questions += [
+                Question(f"In what year was {name} founded?", str(a["founded"]), ids),
+                Question(f"In which country is the headquarters of {name}?", str(city.attributes["country"]), ids + [city.id]),
+                Question(f"In what year was the CEO of {name} born?", str(ceo.attributes["born"]), ids + [ceo.id]),
+            ]
         elif entity.kind == "person":
             employer = world.by_id(entity.links["employer"])
-            questions.append(Question(f"What industry does {entity.name}'s employer work in?", str(employer.attributes["industry"]), [entity.id, employer.id]))
+            industry = str(employer.attributes["industry"])
+            questions.append(Question(f"What industry does {name}'s employer work in?", industry, ids + [employer.id]))
     rng.shuffle(questions)
     return questions
