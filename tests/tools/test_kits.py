@@ -1,0 +1,103 @@
+"""The kits through the swarm's seam: `default_registry().build(...)`, enter, open for an agent, call."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import anyio
+import pytest
+
+from swarm.errors import TaskFileError
+from swarm.toolkits import default_registry
+from swarm.tooling import Tool
+from tools.fixture_web import FixtureWebServer, generate_world, render_site
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[FixtureWebServer]:
+    with FixtureWebServer(generate_world(1, num_entities=6)) as server:
+        yield server
+
+
+def test_registry_names_every_kit() -> None:
+    assert default_registry().names == ["browser", "mcp", "python", "web_search"]
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="needs bubblewrap")
+async def test_python_kit_through_the_swarm_seam(tmp_path: Path) -> None:
+    [kit] = default_registry().build(["python"], {"python": {"timeout_s": 10, "memory_mb": 256}}, tmp_path)
+    async with kit:
+        async with kit.for_agent("agent-1") as tools:
+            [tool] = tools
+            assert isinstance(tool, Tool) and tool.name == "python"
+            assert await tool({"code": "open('f.txt', 'w').write('x'); print(2 ** 10)"}) == "1024"
+    assert (tmp_path / "python" / "agent-1" / "f.txt").read_text() == "x"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
+async def test_browser_kit_through_the_swarm_seam(tmp_path: Path, web: FixtureWebServer) -> None:
+    [kit] = default_registry().build(["browser"], {"browser": {"allowed_origins": [web.base_url]}}, tmp_path)
+    async with kit:
+        async with kit.for_agent("agent-1") as tools:
+            by_name = {tool.name: tool for tool in tools}
+            assert set(by_name) == {
+                "browser_navigate", "browser_snapshot", "browser_click", "browser_type", "browser_find", "browser_back",
+            }  # fmt: skip
+            assert all(isinstance(tool, Tool) for tool in tools)
+            assert "Fixture Web" in await by_name["browser_navigate"]({"url": web.base_url + "/index.html"})
+
+
+def kit_options(name: str, web: FixtureWebServer, tmp_path: Path) -> dict[str, dict[str, object]]:
+    server = [sys.executable, str(Path(__file__).with_name("mcp_echo_server.py"))]
+    return {
+        "browser": {"browser": {"allowed_origins": [web.base_url]}},
+        "mcp": {"mcp": {"servers": [{"name": "echo", "command": server}]}},
+        "python": {},
+        "web_search": {"web_search": {"pages_dir": str(render_site(web.world, tmp_path / "site"))}},
+    }[name]
+
+
+@pytest.mark.parametrize("name", ["browser", "mcp", "python", "web_search"])
+async def test_kit_opened_inside_cancel_scopes_closes_outside_them(
+    name: str, web: FixtureWebServer, tmp_path: Path
+) -> None:
+    """The swarm enters kits and agents' tools inside cancel scopes and closes them, shielded, after."""
+    if name == "browser" and shutil.which("chromium") is None or name == "python" and shutil.which("bwrap") is None:
+        pytest.skip("needs chromium and bubblewrap")
+    [kit] = default_registry().build([name], kit_options(name, web, tmp_path), tmp_path)
+    stack, agent_stack = AsyncExitStack(), AsyncExitStack()
+    try:
+        with anyio.CancelScope(), anyio.move_on_after(60):
+            await stack.enter_async_context(kit)
+            with anyio.CancelScope():
+                tools = await agent_stack.enter_async_context(kit.for_agent("agent-1"))
+                assert tools
+    finally:
+        with anyio.CancelScope(shield=True):
+            await agent_stack.aclose()
+            await stack.aclose()
+
+
+@pytest.mark.parametrize(
+    ("enabled", "options", "message"),
+    [
+        (["browser"], {}, r"\[tools.browser\] allowed_origins: required"),
+        (["browser"], {"browser": {"allowed_origins": ["nope"]}}, r"\[tools.browser\] allowed_origins"),
+        (["python"], {"python": {"timeout_s": "slow"}}, r"\[tools.python\] timeout_s"),
+        (["python"], {"python": {"memory_mb": 1}}, r"\[tools.python\] memory_mb"),
+        (["web_search"], {"web_search": {}}, r"\[tools.web_search\] pages_dir"),
+        (["mcp"], {"mcp": {"servers": "x"}}, r"\[tools.mcp\] servers"),
+        (["shell"], {}, r"unknown tool 'shell'"),
+    ],
+)
+def test_bad_options_are_task_file_errors(
+    enabled: list[str], options: dict[str, dict[str, object]], message: str, tmp_path: Path
+) -> None:
+    with pytest.raises(TaskFileError, match=message):
+        default_registry().build(enabled, options, tmp_path)

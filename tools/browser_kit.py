@@ -1,0 +1,123 @@
+"""The `browser` kit: one Chromium per run, one isolated `Browser` per agent, and its tools.
+
+Run-wide: the Playwright driver, Chromium, and the background loop that hosts every
+agent's allowlist proxy. Per agent: a browser context, its page and its proxy listener.
+
+Task-file options (`[tools.browser]`): `allowed_origins` (list of origins, required),
+`executable_path` (Chromium; default: `chromium` on PATH), `max_snapshot_chars`.
+Playwright is imported only when the kit is entered, so building the registry is cheap.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from tools.background import BackgroundLoop
+from tools.base import FunctionTool, ToolOptionError, argument, check_known, option, schema
+from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, launch_chromium
+from tools.origins import OriginAllowlist
+
+
+class BrowserKit:
+    """Launches Chromium when entered; `for_agent` gives each agent its own context."""
+
+    name = "browser"
+
+    def __init__(self, allowed_origins: Sequence[str], config: BrowserConfig | None = None) -> None:
+        self.allowed_origins = list(allowed_origins)
+        self.config = config or BrowserConfig()
+        self._stack = AsyncExitStack()
+        self._chromium: Any = None
+        self._background: BackgroundLoop | None = None
+
+    async def __aenter__(self) -> BrowserKit:
+        from playwright.async_api import async_playwright
+
+        async with AsyncExitStack() as stack:
+            playwright = await stack.enter_async_context(async_playwright())
+            self._chromium = await launch_chromium(playwright, self.config)
+            stack.push_async_callback(self._chromium.close)
+            self._background = await stack.enter_async_context(BackgroundLoop())
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+        self._chromium = None
+
+    @asynccontextmanager
+    async def for_agent(self, agent_id: str) -> AsyncIterator[list[FunctionTool]]:
+        if self._chromium is None:
+            raise RuntimeError("BrowserKit.for_agent called outside `async with kit`")
+        browser = Browser(self.allowed_origins, chromium=self._chromium, config=self.config, background=self._background)
+        async with browser:
+            yield browser_tools(browser)
+
+
+def browser_kit_from_options(options: Mapping[str, Any], workdir: Path) -> BrowserKit:
+    """The kit for a task file's `[tools.browser]` table."""
+    check_known(options, "browser", {"allowed_origins", "executable_path", "max_snapshot_chars"})
+    origins = option(options, "browser", "allowed_origins", list)
+    if not origins or not all(isinstance(origin, str) for origin in origins):
+        raise ToolOptionError("[tools.browser] allowed_origins: expected a non-empty list of origins")
+    try:
+        OriginAllowlist(origins)
+    except ValueError as error:
+        raise ToolOptionError(f"[tools.browser] allowed_origins: {error}") from None
+    executable = option(options, "browser", "executable_path", str, default=None)
+    if executable is not None and not Path(executable).is_file():
+        raise ToolOptionError(f"[tools.browser] executable_path: no file at {executable!r}")
+    if executable is None and not any(shutil.which(name) for name in CHROMIUM_NAMES):
+        raise ToolOptionError("[tools.browser] executable_path: no Chromium on PATH; install it or set this")
+    max_chars = option(options, "browser", "max_snapshot_chars", int, default=BrowserConfig.max_snapshot_chars)
+    if max_chars < 500:
+        raise ToolOptionError("[tools.browser] max_snapshot_chars: must be at least 500")
+    config = BrowserConfig(executable_path=Path(executable) if executable else None, max_snapshot_chars=max_chars)
+    return BrowserKit(origins, config)
+
+
+def browser_tools(browser: Browser) -> list[FunctionTool]:
+    """The model's browser tools, all acting on `browser`."""
+    ref = {"type": "string", "description": "an element ref from the snapshot, like e12"}
+    allowed = ", ".join(browser.allowlist.entries)
+
+    async def navigate(arguments: dict[str, Any]) -> str:
+        return await browser.navigate(argument(arguments, "url", str))
+
+    async def snapshot(arguments: dict[str, Any]) -> str:
+        return await browser.snapshot()
+
+    async def click(arguments: dict[str, Any]) -> str:
+        return await browser.click(argument(arguments, "ref", str))
+
+    async def type_(arguments: dict[str, Any]) -> str:
+        submit = argument(arguments, "submit", bool, default=False)
+        return await browser.type(argument(arguments, "ref", str), argument(arguments, "text", str), submit=submit)
+
+    async def find(arguments: dict[str, Any]) -> str:
+        return await browser.find(argument(arguments, "text", str))
+
+    async def back(arguments: dict[str, Any]) -> str:
+        return await browser.back()
+
+    return [
+        FunctionTool("browser_navigate", f"Open a URL (allowed origins: {allowed}); returns the page snapshot.",
+                     schema({"url": {"type": "string"}}, ["url"]), navigate),
+        FunctionTool("browser_snapshot", "The current page as an accessibility snapshot with element refs.",
+                     schema({}, []), snapshot),
+        FunctionTool("browser_click", "Click the element with this ref; returns the new snapshot.",
+                     schema({"ref": ref}, ["ref"]), click),
+        FunctionTool("browser_type", "Type text into the field with this ref; submit=true presses Enter.",
+                     schema({"ref": ref, "text": {"type": "string"}, "submit": {"type": "boolean"}}, ["ref", "text"]),
+                     type_),
+        FunctionTool("browser_find", "Lines of the current page containing the text, with their refs.",
+                     schema({"text": {"type": "string"}}, ["text"]), find),
+        FunctionTool("browser_back", "Go back to the previous page; returns its snapshot.", schema({}, []), back),
+    ]  # fmt: skip
