@@ -1,0 +1,142 @@
+"""The paged-cache block manager with prefix caching; plain data, no torch.
+
+The latent cache is cut into blocks of `block_size` token slots. A sequence owns a
+block table (block ids in order). A block that is full and computed gets a hash that
+chains over every token before it (`hash((parent_hash, tokens))`), so two sequences
+that share a prefix share its blocks: the second one finds them by hash and skips
+their prefill. A block whose last owner leaves stays in the free list with its hash
+(least recently freed is reused first) until it is reallocated, so a prefix survives
+between requests as long as memory allows.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from model_runtime.engine.sequence import Sequence
+
+NO_HASH = -1
+
+
+@dataclass
+class Block:
+    block_id: int
+    ref_count: int = 0
+    hash: int = NO_HASH
+    token_ids: tuple[int, ...] = ()
+
+
+@dataclass
+class PrefixCacheStats:
+    """Prompt tokens looked up in the prefix cache and those found."""
+
+    num_queried_tokens: int = 0
+    num_hit_tokens: int = 0
+
+    @property
+    def hit_rate(self) -> float:
+        return self.num_hit_tokens / self.num_queried_tokens if self.num_queried_tokens else 0.0
+
+
+def chain_hash(parent_hash: int, token_ids: tuple[int, ...]) -> int:
+    return hash((parent_hash, token_ids))
+
+
+@dataclass
+class BlockManager:
+    num_blocks: int
+    block_size: int
+    enable_prefix_caching: bool = True
+    stats: PrefixCacheStats = field(default_factory=PrefixCacheStats)
+
+    def __post_init__(self) -> None:
+        self.blocks = [Block(i) for i in range(self.num_blocks)]
+        self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(self.num_blocks))
+        self.hash_to_block: dict[int, int] = {}
+
+    @property
+    def num_free_blocks(self) -> int:
+        return len(self.free)
+
+    def blocks_needed(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def _cached_prefix(self, seq: Sequence) -> list[int]:
+        """Block ids of the longest cached prefix; never the whole prompt, since the
+        last token must be computed to get its logits."""
+        if not self.enable_prefix_caching:
+            return []
+        hits, parent = [], NO_HASH
+        for start in range(0, seq.num_tokens - 1 - self.block_size + 1, self.block_size):
+            tokens = tuple(seq.token_ids[start : start + self.block_size])
+            parent = chain_hash(parent, tokens)
+            block_id = self.hash_to_block.get(parent)
+            if block_id is None or self.blocks[block_id].token_ids != tokens:
+                break
+            hits.append(block_id)
+        return hits
+
+    def can_allocate(self, seq: Sequence) -> bool:
+        hits = self._cached_prefix(seq)
+        num_hits_free = sum(1 for b in hits if self.blocks[b].ref_count == 0)
+        num_new = self.blocks_needed(seq.num_tokens) - len(hits)
+        return num_new + num_hits_free <= self.num_free_blocks
+
+    def allocate(self, seq: Sequence) -> None:
+        """Gives `seq` blocks for all its tokens, reusing cached prefix blocks."""
+        assert not seq.block_table, "allocate() on a sequence that holds blocks"
+        hits = self._cached_prefix(seq)
+        for block_id in hits:
+            block = self.blocks[block_id]
+            if block.ref_count == 0:
+                del self.free[block_id]
+            block.ref_count += 1
+        seq.block_table = list(hits)
+        for _ in range(self.blocks_needed(seq.num_tokens) - len(hits)):
+            seq.block_table.append(self._take_free_block())
+        seq.num_computed_tokens = seq.num_cached_tokens = len(hits) * self.block_size
+        self.stats.num_queried_tokens += seq.num_tokens
+        self.stats.num_hit_tokens += seq.num_cached_tokens
+
+    def can_grow(self, seq: Sequence, num_tokens: int) -> bool:
+        return self.blocks_needed(num_tokens) - len(seq.block_table) <= self.num_free_blocks
+
+    def grow(self, seq: Sequence, num_tokens: int) -> None:
+        """Makes room for `num_tokens` slots in `seq` (decode appends a block at a time)."""
+        while len(seq.block_table) < self.blocks_needed(num_tokens):
+            seq.block_table.append(self._take_free_block())
+
+    def commit(self, seq: Sequence) -> None:
+        """Hashes the blocks that became full and computed, so later requests find them."""
+        if not self.enable_prefix_caching:
+            return
+        num_full = seq.num_computed_tokens // self.block_size
+        parent = NO_HASH
+        for i in range(num_full):
+            block = self.blocks[seq.block_table[i]]
+            if block.hash == NO_HASH:
+                tokens = tuple(seq.token_ids[i * self.block_size : (i + 1) * self.block_size])
+                block.hash, block.token_ids = chain_hash(parent, tokens), tokens
+                self.hash_to_block.setdefault(block.hash, block.block_id)
+            parent = block.hash
+
+    def free_sequence(self, seq: Sequence) -> None:
+        # Freed in reverse so a prefix's tail is evicted before its head.
+        for block_id in reversed(seq.block_table):
+            block = self.blocks[block_id]
+            block.ref_count -= 1
+            if block.ref_count == 0:
+                self.free[block_id] = None
+                if block.hash == NO_HASH:  # nothing worth keeping: reuse it first
+                    self.free.move_to_end(block_id, last=False)
+        seq.block_table = []
+        seq.num_computed_tokens = 0
+
+    def _take_free_block(self) -> int:
+        block_id, _ = self.free.popitem(last=False)
+        block = self.blocks[block_id]
+        if block.hash != NO_HASH and self.hash_to_block.get(block.hash) == block_id:
+            del self.hash_to_block[block.hash]
+        block.hash, block.token_ids, block.ref_count = NO_HASH, (), 1
+        return block_id
