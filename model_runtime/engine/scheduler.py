@@ -30,11 +30,13 @@ class SchedulerConfig:
 class ScheduledSeq:
     seq: Sequence
     num_new_tokens: int
+    start: int  # num_computed_tokens when scheduled
+    is_sampled: bool  # this step reaches the sequence's end, so it samples a token
 
-    @property
-    def is_sampled(self) -> bool:
-        """Whether this step reaches the end of the sequence, so it samples a token."""
-        return self.seq.num_computed_tokens + self.num_new_tokens == self.seq.num_tokens
+    @classmethod
+    def of(cls, seq: Sequence, num_new_tokens: int) -> ScheduledSeq:
+        start = seq.num_computed_tokens
+        return cls(seq, num_new_tokens, start, start + num_new_tokens == seq.num_tokens)
 
 
 class Scheduler:
@@ -70,7 +72,7 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 continue
             self.block_manager.grow(seq, target)
-            scheduled.append(ScheduledSeq(seq, num_new))
+            scheduled.append(ScheduledSeq.of(seq, num_new))
             budget -= num_new
         while self.waiting and budget > 0 and not is_preempted:
             seq = self.waiting[0]
@@ -83,7 +85,7 @@ class Scheduler:
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)
             num_new = min(seq.num_tokens - seq.num_computed_tokens, budget)
-            scheduled.append(ScheduledSeq(seq, num_new))
+            scheduled.append(ScheduledSeq.of(seq, num_new))
             budget -= num_new
         return scheduled
 
@@ -103,7 +105,7 @@ class Scheduler:
         for item in scheduled:
             seq = item.seq
             is_sampled = item.is_sampled
-            seq.num_computed_tokens += item.num_new_tokens
+            seq.num_computed_tokens = item.start + item.num_new_tokens
             self.block_manager.commit(seq)
             if not is_sampled:
                 continue

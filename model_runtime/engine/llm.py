@@ -1,0 +1,190 @@
+"""`LLM`: the engine as users see it, sync `generate` and async `stream`.
+
+One loop thread owns the `LLMEngine` and steps it while any request is live; callers
+on any thread add requests and receive outputs through per-request sinks, so
+requests from many agents or HTTP clients share each step's batch. The loop thread is
+started on first use and stopped by `close()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from model_runtime.engine.block_manager import BlockManager
+from model_runtime.engine.errors import EngineClosedError, EngineError, InvalidRequestError
+from model_runtime.engine.llm_engine import LLMEngine, OutputSink
+from model_runtime.engine.outputs import EngineStats, RequestOutput
+from model_runtime.engine.runner import CacheShape, ModelRunner
+from model_runtime.engine.sampling_params import SamplingParams
+from model_runtime.engine.scheduler import Scheduler, SchedulerConfig
+from model_runtime.tokenizer import KimiTokenizer
+
+Prompt = str | Sequence[int]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # None: from kv_cache_bytes
+    kv_cache_bytes: int = 1 << 30
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int = 4096
+    enable_prefix_caching: bool = True
+    seed: int | None = None
+
+
+class LLM:
+    def __init__(self, path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: str = "cpu", tensor_parallel_size: int = 1, config: EngineConfig | None = None) -> None:
+        if tensor_parallel_size != 1:
+            raise EngineError("tensor_parallel_size > 1 is not supported by this engine yet")
+        from model_runtime import load_model  # the model issue's loader; heavy, so late
+
+        model = load_model(path, dtype=dtype, device=device)
+        tokenizer = KimiTokenizer.from_dir(path) if (Path(path) / "tiktoken.model").is_file() else None
+        self._setup(model, tokenizer, config or EngineConfig(), dtype=dtype, device=torch.device(device))
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, tokenizer: KimiTokenizer | None, config: EngineConfig | None = None, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LLM:
+        """An engine around an already-built model (tests, benchmarks, custom loaders)."""
+        llm = cls.__new__(cls)
+        llm._setup(model, tokenizer, config or EngineConfig(), dtype=dtype, device=torch.device(device))
+        return llm
+
+    def _setup(self, model: torch.nn.Module, tokenizer: KimiTokenizer | None, config: EngineConfig, *, dtype: torch.dtype, device: torch.device) -> None:
+        model_config = model.config
+        entry_dim = model_config.kv_lora_rank + model_config.qk_rope_head_dim
+        shape = CacheShape(model_config.num_hidden_layers, 0, config.block_size, entry_dim)
+        num_blocks = config.num_kv_blocks or max(1, config.kv_cache_bytes // (shape.bytes_per_block * dtype.itemsize))
+        shape = CacheShape(shape.num_layers, num_blocks, config.block_size, entry_dim)
+        self.config = config
+        self.tokenizer = tokenizer
+        eos = {t for t in (tokenizer.eos_token_id, tokenizer.token_id("<|im_end|>")) if t is not None} if tokenizer else set()
+        scheduler = Scheduler(
+            SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.max_model_len),
+            BlockManager(num_blocks, config.block_size, config.enable_prefix_caching),
+        )
+        runner = ModelRunner(model, shape, dtype=dtype, device=device, seed=config.seed)
+        self.engine = LLMEngine(scheduler, runner, tokenizer, frozenset(eos))
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._sinks: dict[int, OutputSink] = {}
+        self._error: BaseException | None = None
+        self._is_closed = False
+
+    # -- public API ---------------------------------------------------------------
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.engine.stats
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InvalidRequestError("string prompts need a tokenizer; this checkpoint has none")
+            return self.tokenizer.encode(prompt)
+        return [int(t) for t in prompt]
+
+    def generate(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | None = None) -> list[RequestOutput]:
+        """Runs every prompt to completion in shared batches; one output per prompt, in order."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]  # type: ignore[list-item]
+        params = params or SamplingParams()
+        done: queue.Queue[RequestOutput | BaseException] = queue.Queue()
+        ids = [self.submit(self.encode_prompt(p), params, lambda out: out.finished and done.put(out), on_error=done.put) for p in prompts]
+        results: dict[int, RequestOutput] = {}
+        while len(results) < len(ids):
+            item = done.get()
+            if isinstance(item, BaseException):
+                raise EngineClosedError(f"the engine loop stopped: {item}") from item
+            results[item.request_id] = item
+        return [results[i] for i in ids]
+
+    async def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> AsyncIterator[RequestOutput]:
+        """Yields an output per step that produced something, the last one `finished`."""
+        loop = asyncio.get_running_loop()
+        outputs: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        request_id = self.submit(
+            self.encode_prompt(prompt),
+            params or SamplingParams(),
+            lambda out: loop.call_soon_threadsafe(outputs.put_nowait, out),
+            on_error=lambda exc: loop.call_soon_threadsafe(outputs.put_nowait, exc),
+        )
+        is_finished = False
+        try:
+            while not is_finished:
+                item = await outputs.get()
+                if isinstance(item, BaseException):
+                    raise EngineClosedError(f"the engine loop stopped: {item}") from item
+                is_finished = item.finished
+                yield item
+        finally:
+            if not is_finished:
+                self.abort(request_id)
+
+    def submit(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink, *, on_error: OutputSink | None = None) -> int:
+        """Adds a request; `sink` gets its outputs on the loop thread (keep it quick)."""
+        with self._wakeup:
+            if self._is_closed or self._error is not None:
+                raise EngineClosedError("the engine is closed" if self._is_closed else f"the engine loop stopped: {self._error}")
+            request_id = self.engine.add_request(prompt_token_ids, params, sink)
+            self._sinks[request_id] = on_error or (lambda exc: None)  # type: ignore[assignment,arg-type]
+            self._ensure_thread()
+            self._wakeup.notify()
+        return request_id
+
+    def abort(self, request_id: int) -> None:
+        with self._lock:
+            self.engine.abort(request_id)
+            self._sinks.pop(request_id, None)
+
+    def close(self) -> None:
+        with self._wakeup:
+            self._is_closed = True
+            self._wakeup.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the loop thread ----------------------------------------------------------
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._wakeup:
+                while not self.engine.has_work() and not self._is_closed:
+                    self._wakeup.wait()
+                if self._is_closed:
+                    return
+                try:
+                    outputs = self.engine.step()
+                except BaseException as exc:  # noqa: BLE001 - reported to every waiting caller
+                    self._fail_all(exc)
+                    return
+                for out in outputs:
+                    if out.finished:
+                        self._sinks.pop(out.request_id, None)
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._error = exc
+        for request_id, on_error in list(self._sinks.items()):
+            on_error(exc)  # type: ignore[arg-type]
+            self.engine.requests.pop(request_id, None)
+        self._sinks.clear()
