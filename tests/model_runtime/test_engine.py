@@ -93,3 +93,18 @@ def test_async_stream_interleaves_concurrent_requests(model: ToyModel) -> None:
         results = asyncio.run(main(llm))
         assert llm.stats.num_steps < 3 * 9  # shared steps, not one request after another
     assert results == [greedy_reference(model, p, 8) for p in batch]
+
+
+def test_string_prompts_text_and_stop_strings(model: ToyModel, tmp_path) -> None:
+    from model_runtime.tiny_tokenizer import write_tiny_tokenizer
+    from model_runtime.tokenizer import KimiTokenizer
+
+    write_tiny_tokenizer(tmp_path, 1024)
+    tokenizer = KimiTokenizer.from_dir(tmp_path)
+    llm = LLM.from_model(model, tokenizer, EngineConfig(block_size=4, num_kv_blocks=256))
+    with llm:
+        full = llm.generate("Hello world", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True))[0]
+        assert full.text == tokenizer.decode(full.token_ids)
+        stop = full.text[len(full.text) // 2 :][:3]
+        cut = llm.generate("Hello world", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, stop=[stop]))[0]
+    assert stop and cut.finish_reason == "stop" and cut.text == full.text[: full.text.find(stop)]
