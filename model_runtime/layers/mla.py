@@ -1,0 +1,98 @@
+"""Multi-head latent attention (MLA) in its absorbed form, and the backend seam.
+
+Keys and values are rebuilt from one compressed latent per token: `kv_a_proj_with_mqa`
+gives a `kv_lora_rank` latent (normalised by `kv_a_layernorm`) plus one roped key of
+`qk_rope_head_dim` shared by all heads; `kv_b_proj` would expand the latent into per-head
+`k_nope` and `v`. The absorbed form never expands it: `kv_b_proj`'s key half W_UK is
+folded into the query (q_latent = q_nope @ W_UK, so q_nope . k_nope = q_latent . latent)
+and its value half W_UV is applied after attention, to the attention-weighted latent.
+So a cache holds only the latent and the roped key.
+
+Cache bytes per token, Kimi K2 in bf16 (61 layers, 64 heads, kv_lora_rank 512,
+qk_rope_head_dim 64, qk_nope_head_dim 128, v_head_dim 128):
+    MLA:         (512 + 64) values x 2 B x 61 layers          =    70,272 B (~69 KiB)
+    plain MHA:   64 heads x (192 key + 128 value) x 2 B x 61  = 2,498,560 B (~2.4 MiB)
+i.e. about 35.6x less. `ModelConfig.kv_bytes_per_token` computes the MLA figure.
+
+Where the cached tokens live is not this layer's business: it calls a `LatentAttention`
+backend (a dense reference one is in layers/latent_cache.py; the engine brings a paged
+one). Shapes: N tokens, H heads, C = kv_lora_rank, R = qk_rope_head_dim,
+P = qk_nope_head_dim, V = v_head_dim, D = hidden_size.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+from torch import nn
+
+from model_runtime.config import ModelConfig
+from model_runtime.layers.norm import RMSNorm
+from model_runtime.layers.rope import apply_rotary, softmax_scale
+
+
+class LatentAttention(Protocol):
+    """Attention over cached latents, absorbed form.
+
+    Given the new tokens' queries and latents, store `kv_latent`/`k_pe` in the cache and
+    return, for each query, the softmax-weighted sum of the latents of its own sequence's
+    cached tokens up to and including itself (causal), with scores
+    `(q_latent . latent + q_pe . k_pe) * softmax_scale`.
+    """
+
+    def __call__(
+        self,
+        layer_idx: int,
+        q_latent: torch.Tensor,  # [N, H, C]
+        q_pe: torch.Tensor,  # [N, H, R]
+        kv_latent: torch.Tensor,  # [N, C]
+        k_pe: torch.Tensor,  # [N, R]
+        softmax_scale: float,
+    ) -> torch.Tensor:  # [N, H, C]
+        ...
+
+
+class MultiHeadLatentAttention(nn.Module):
+    def __init__(self, config: ModelConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.num_heads = config.num_attention_heads
+        self.kv_lora_rank = config.kv_lora_rank
+        self.nope_dim, self.rope_dim, self.v_dim = config.qk_nope_head_dim, config.qk_rope_head_dim, config.v_head_dim
+        self.is_interleaved = config.rope.is_interleaved
+        self.softmax_scale = softmax_scale(config.rope, config.qk_head_dim)
+        dim, heads, bias = config.hidden_size, config.num_attention_heads, config.attention_bias
+        if config.q_lora_rank is None:
+            self.q_proj = nn.Linear(dim, heads * config.qk_head_dim, bias=False)
+        else:
+            self.q_a_proj = nn.Linear(dim, config.q_lora_rank, bias=bias)
+            self.q_a_layernorm = RMSNorm(config.q_lora_rank, config.rms_norm_eps)
+            self.q_b_proj = nn.Linear(config.q_lora_rank, heads * config.qk_head_dim, bias=False)
+        self.kv_a_proj_with_mqa = nn.Linear(dim, config.kv_lora_rank + config.qk_rope_head_dim, bias=bias)
+        self.kv_a_layernorm = RMSNorm(config.kv_lora_rank, config.rms_norm_eps)
+        self.kv_b_proj = nn.Linear(config.kv_lora_rank, heads * (self.nope_dim + self.v_dim), bias=False)
+        self.o_proj = nn.Linear(heads * self.v_dim, dim, bias=bias)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attention: LatentAttention
+    ) -> torch.Tensor:
+        num_tokens = x.shape[0]
+        if hasattr(self, "q_proj"):
+            q = self.q_proj(x)  # [N, H*(P+R)]
+        else:
+            q = self.q_b_proj(self.q_a_layernorm(self.q_a_proj(x)))  # [N, H*(P+R)]
+        q = q.view(num_tokens, self.num_heads, self.nope_dim + self.rope_dim)  # [N, H, P+R]
+        q_nope, q_pe = q.split([self.nope_dim, self.rope_dim], dim=-1)  # [N, H, P], [N, H, R]
+        kv = self.kv_a_proj_with_mqa(x)  # [N, C+R]
+        kv_latent, k_pe = kv.split([self.kv_lora_rank, self.rope_dim], dim=-1)  # [N, C], [N, R]
+        kv_latent = self.kv_a_layernorm(kv_latent.contiguous())  # [N, C]
+        q_pe = apply_rotary(q_pe, cos, sin, is_interleaved=self.is_interleaved)  # [N, H, R]
+        k_pe = apply_rotary(k_pe, cos, sin, is_interleaved=self.is_interleaved)  # [N, R]
+
+        w_kv = self.kv_b_proj.weight.view(self.num_heads, self.nope_dim + self.v_dim, self.kv_lora_rank)
+        w_uk, w_uv = w_kv.split([self.nope_dim, self.v_dim], dim=1)  # [H, P, C], [H, V, C]
+        q_latent = torch.einsum("nhp,hpc->nhc", q_nope, w_uk)  # [N, H, C]
+        o_latent = attention(self.layer_idx, q_latent, q_pe, kv_latent, k_pe, self.softmax_scale)  # [N, H, C]
+        o = torch.einsum("nhc,hvc->nhv", o_latent, w_uv)  # [N, H, V]
+        return self.o_proj(o.reshape(num_tokens, self.num_heads * self.v_dim))  # [N, D]

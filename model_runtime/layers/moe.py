@@ -1,0 +1,111 @@
+"""Mixture-of-experts block: sigmoid router with group-limited top-k, routed and shared experts.
+
+Routing (DeepSeek-V3's `noaux_tc`): sigmoid scores; `e_score_correction_bias` is added
+for *selection only*; experts are first limited to the `topk_group` groups (of
+`n_group`) whose best two biased scores sum highest, then the top `num_experts_per_tok`
+are taken; their weights are the unbiased scores, renormalised when `norm_topk_prob`,
+times `routed_scaling_factor`. The router runs in float32 whatever the model dtype.
+
+Expert compute sorts the (token, expert) pairs by expert and runs one matmul per expert
+over all tokens routed to it; the loop is over experts that got tokens, never over
+tokens. `RoutedExperts.expert_weights` is the seam where quantized storage plugs in
+(quant/int4.py). Shapes: N tokens, D hidden, E experts, K experts per token,
+I moe_intermediate_size.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model_runtime.config import ModelConfig
+from model_runtime.layers.mlp import SwiGLU
+
+
+class TopkRouter(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.top_k, self.n_group, self.topk_group = config.num_experts_per_tok, config.n_group, config.topk_group
+        self.norm_topk_prob, self.scaling = config.norm_topk_prob, config.routed_scaling_factor
+        num_experts = config.n_routed_experts
+        self.weight = nn.Parameter(torch.empty(num_experts, config.hidden_size, dtype=torch.float32))
+        self.register_buffer("e_score_correction_bias", torch.zeros(num_experts, dtype=torch.float32))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = F.linear(x.float(), self.weight.float()).sigmoid()  # [N, E]
+        biased = scores + self.e_score_correction_bias.float()  # [N, E]
+        if self.topk_group < self.n_group:
+            grouped = biased.view(x.shape[0], self.n_group, -1)  # [N, G, E/G]
+            group_scores = grouped.topk(min(2, grouped.shape[-1]), dim=-1).values.sum(-1)  # [N, G]
+            best_groups = group_scores.topk(self.topk_group, dim=-1).indices  # [N, topk_group]
+            keep = torch.zeros_like(group_scores, dtype=torch.bool).scatter_(1, best_groups, True)  # [N, G]
+            biased = grouped.masked_fill(~keep[..., None], float("-inf")).view_as(biased)  # [N, E]
+        topk_idx = biased.topk(self.top_k, dim=-1).indices  # [N, K]
+        topk_w = scores.gather(1, topk_idx)  # [N, K]
+        if self.norm_topk_prob:
+            topk_w = topk_w / (topk_w.sum(-1, keepdim=True) + 1e-20)
+        return topk_idx, topk_w * self.scaling
+
+
+class RoutedExperts(nn.Module):
+    """Base of expert storage: subclasses say how to get expert e's weights."""
+
+    num_experts: int
+
+    def expert_weights(self, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert `expert`'s fused gate|up weight `[2I, D]` and down weight `[D, I]`."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
+        num_tokens, top_k = topk_idx.shape
+        flat_idx = topk_idx.flatten()  # [N*K]
+        order = flat_idx.argsort(stable=True)  # [N*K]
+        token_of = order // top_k  # [N*K]
+        counts = torch.bincount(flat_idx, minlength=self.num_experts).tolist()
+        x_sorted = x[token_of]  # [N*K, D]
+        out = torch.empty_like(x_sorted)  # [N*K, D]
+        start = 0
+        for expert, count in enumerate(counts):
+            if count == 0:
+                continue
+            w13, w2 = self.expert_weights(expert, x.dtype)  # [2I, D], [D, I]
+            gate, up = F.linear(x_sorted[start : start + count], w13).chunk(2, dim=-1)  # [n, I] each
+            out[start : start + count] = F.linear(F.silu(gate) * up, w2)  # [n, D]
+            start += count
+        weighted = out * topk_w.flatten()[order, None].to(out.dtype)  # [N*K, D]
+        return torch.zeros_like(x).index_add_(0, token_of, weighted)  # [N, D]
+
+
+class DenseExperts(RoutedExperts):
+    """Experts kept in the model dtype, stacked: gate|up fused in `w13`."""
+
+    def __init__(self, num_experts: int, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.num_experts, self.dim, self.hidden_dim = num_experts, dim, hidden_dim
+        self.w13 = nn.Parameter(torch.empty(num_experts, 2 * hidden_dim, dim))  # [E, 2I, D]
+        self.w2 = nn.Parameter(torch.empty(num_experts, dim, hidden_dim))  # [E, D, I]
+
+    def expert_weights(self, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.w13[expert].to(dtype), self.w2[expert].to(dtype)
+
+
+class MoE(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.gate = TopkRouter(config)
+        self.experts: RoutedExperts = DenseExperts(
+            config.n_routed_experts, config.hidden_size, config.moe_intermediate_size
+        )
+        self.shared_experts = (
+            SwiGLU(config.hidden_size, config.moe_intermediate_size * config.n_shared_experts)
+            if config.n_shared_experts
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        topk_idx, topk_w = self.gate(x)  # [N, K], [N, K]
+        out = self.experts(x, topk_idx, topk_w)  # [N, D]
+        if self.shared_experts is not None:
+            out = out + self.shared_experts(x)
+        return out

@@ -1,0 +1,209 @@
+"""Load a Hugging Face checkpoint folder (DeepSeek-V3, Kimi K2, Kimi K2.5) into our model.
+
+Reads config.json, builds the model on the meta device (no memory), allocates it once on
+the target device, then streams tensors shard by shard from memory-mapped safetensors
+files straight into the allocated parameters: at no point are there two copies of the
+model. Handles per-expert weights (stacked into the MoE's tensors), INT4
+compressed-tensors experts (kept packed), FP8 block-scaled weights (dequantized to
+`dtype`), the `kimi_k25` wrapper's `language_model.` prefix (vision tensors and
+multi-token-prediction layers are skipped, with a log line), and tied embeddings.
+Nothing is downloaded: `path` must be a local folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from contextlib import ExitStack
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from model_runtime.config import ModelConfig
+from model_runtime.errors import CheckpointError, CheckpointNotFoundError, ShapeMismatchError
+from model_runtime.layers.moe import DenseExperts, MoE, RoutedExperts
+from model_runtime.layers.rope import RotaryEmbedding
+from model_runtime.models.deepseek_v3 import DeepseekV3ForCausalLM
+from model_runtime.quant.fp8 import dequantize_fp8_blocks
+from model_runtime.quant.int4 import Int4Experts, quantize_experts_int4, unpack_int4
+
+log = logging.getLogger(__name__)
+
+_EXPERT = re.compile(r"model\.layers\.(\d+)\.mlp\.experts\.(\d+)\.(gate|up|down)_proj\.(weight|weight_packed)$")
+_LAYER = re.compile(r"model\.layers\.(\d+)\.")
+_COMPANIONS = (".weight_scale_inv", ".weight_scale", ".weight_shape")
+_SKIPPED_PREFIXES = ("vision_tower.", "mm_projector.", "multi_modal_projector.")
+
+
+def checkpoint_files(path: Path) -> dict[str, Path]:
+    """Tensor name -> shard file, from the index when sharded."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map", {})
+        files = {name: path / shard for name, shard in weight_map.items()}
+        for shard in sorted(set(files.values())):
+            if not shard.is_file():
+                raise CheckpointNotFoundError(f"shard {shard.name} named in {index.name} is missing from {path}")
+        return files
+    single = path / "model.safetensors"
+    if not single.is_file():
+        raise CheckpointNotFoundError(f"no model.safetensors or model.safetensors.index.json in {path}")
+    with safe_open(single, framework="pt") as handle:
+        return {name: single for name in handle.keys()}
+
+
+def build_empty_model(config: ModelConfig, dtype: torch.dtype, device: str | torch.device) -> DeepseekV3ForCausalLM:
+    """The model with uninitialised weights in `dtype` on `device` (router kept float32)."""
+    with torch.device("meta"):
+        model = DeepseekV3ForCausalLM(config).to(dtype)
+        if config.quantization is not None and config.quantization.method == "int4":
+            quantize_experts_int4(model, config.quantization.group_size, is_empty=True)
+        for module in model.modules():
+            if isinstance(module, MoE):
+                module.gate.float()
+    model = model.to_empty(device=device)
+    if config.tie_word_embeddings:
+        model.lm_head.weight = model.model.embed_tokens.weight
+    model.rotary = RotaryEmbedding(config.rope, config.qk_rope_head_dim).to(device)
+    return model.eval()
+
+
+def load_model(
+    path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: str | torch.device = "cpu"
+) -> DeepseekV3ForCausalLM:
+    """Load the checkpoint in local folder `path`; `model(input_ids [B, T])` gives logits."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointNotFoundError(f"checkpoint folder {path} does not exist")
+    config = ModelConfig.from_path(path)
+    files = checkpoint_files(path)
+    model = build_empty_model(config, dtype, device)
+    with ExitStack() as stack, torch.no_grad():
+        _Loader(model, config, files, stack).run()
+    return model
+
+
+class _Loader:
+    def __init__(self, model: DeepseekV3ForCausalLM, config: ModelConfig, files: dict[str, Path], stack: ExitStack):
+        self.model, self.config, self.files, self.stack = model, config, files, stack
+        self.targets = model.state_dict(keep_vars=True)
+        if config.tie_word_embeddings:
+            self.targets.pop("lm_head.weight", None)
+        self.dtype = model.lm_head.weight.dtype
+        self.handles: dict[Path, object] = {}
+        self.loaded: set[str] = set()
+        self.skipped: dict[str, int] = {}
+        self.missing_experts = {
+            (layer, expert, proj)
+            for layer in range(config.num_hidden_layers)
+            if config.is_moe_layer(layer)
+            for expert in range(config.n_routed_experts)
+            for proj in ("gate", "up", "down")
+        }
+
+    def run(self) -> None:
+        shards = sorted(set(self.files.values()))
+        for shard in tqdm(shards, desc="loading shards", unit="shard", disable=None):
+            for name in self._handle(shard).keys():
+                self._load(name)
+        for what, count in self.skipped.items():
+            log.info("skipped %d %s tensors", count, what)
+        missing = [name for name in self.targets if name not in self.loaded]
+        missing += [f"model.layers.{l}.mlp.experts.{e}.{p}_proj" for l, e, p in sorted(self.missing_experts)]
+        if missing:
+            more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            raise CheckpointError(f"checkpoint has no tensor for {', '.join(missing[:5])}{more}")
+
+    def _handle(self, shard: Path):
+        if shard not in self.handles:
+            self.handles[shard] = self.stack.enter_context(safe_open(shard, framework="pt", device="cpu"))
+        return self.handles[shard]
+
+    def _get(self, name: str) -> torch.Tensor:
+        if name not in self.files:
+            raise CheckpointError(f"checkpoint has no tensor {name}")
+        return self._handle(self.files[name]).get_tensor(name)
+
+    def _load(self, full_name: str) -> None:
+        name = full_name
+        prefix = self.config.weight_prefix
+        if prefix:
+            if not name.startswith(prefix):
+                kind = "vision" if name.startswith(_SKIPPED_PREFIXES) else "unrecognised non-language-model"
+                self.skipped[f"{kind} (not supported yet)"] = self.skipped.get(f"{kind} (not supported yet)", 0) + 1
+                return
+            name = name[len(prefix) :]
+        if name.endswith(_COMPANIONS) or name.endswith("rotary_emb.inv_freq"):
+            return
+        layer = _LAYER.match(name)
+        if layer and int(layer.group(1)) >= self.config.num_hidden_layers:
+            self.skipped["multi-token-prediction layer"] = self.skipped.get("multi-token-prediction layer", 0) + 1
+            return
+        if name == "lm_head.weight" and self.config.tie_word_embeddings:
+            return
+        expert = _EXPERT.match(name)
+        if expert:
+            self._load_expert(full_name, int(expert.group(1)), int(expert.group(2)), expert.group(3))
+            return
+        base = name.removesuffix("_packed")
+        if base not in self.targets:
+            raise CheckpointError(f"unexpected tensor {full_name} (no such weight in a {self.config.model_type} model)")
+        target = self.targets[base]
+        value = self._dense(full_name, target.shape, target.dtype)
+        target.data.copy_(value)
+        self.loaded.add(base)
+
+    def _dense(self, full_name: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+        """The tensor `full_name` as a plain `dtype` tensor, dequantizing INT4 or FP8."""
+        stem = full_name.removesuffix(".weight_packed").removesuffix(".weight")
+        if full_name.endswith(".weight_packed"):
+            value = unpack_int4(self._get(full_name), self._get(stem + ".weight_scale"), dtype)
+            self._check_packed_shape(stem, value.shape)
+        else:
+            value = self._get(full_name)
+            if value.dtype == torch.float8_e4m3fn:
+                block = self.config.quantization.block_size if self.config.quantization else (128, 128)
+                value = dequantize_fp8_blocks(value, self._get(stem + ".weight_scale_inv"), block, dtype, name=stem)
+        if value.shape != shape:
+            raise ShapeMismatchError(f"{full_name} has shape {tuple(value.shape)}, the model expects {tuple(shape)}")
+        return value.to(dtype)
+
+    def _check_packed_shape(self, stem: str, shape: torch.Size) -> None:
+        if stem + ".weight_shape" in self.files:
+            declared = tuple(int(v) for v in self._get(stem + ".weight_shape").tolist())
+            if declared != tuple(shape):
+                raise ShapeMismatchError(f"{stem}.weight_shape says {declared}, packed data holds {tuple(shape)}")
+
+    def _load_expert(self, full_name: str, layer: int, expert: int, proj: str) -> None:
+        mlp = self.model.model.layers[layer].mlp
+        if not isinstance(mlp, MoE) or expert >= mlp.experts.num_experts:
+            raise CheckpointError(f"unexpected tensor {full_name}: layer {layer} has no routed expert {expert}")
+        experts: RoutedExperts = mlp.experts
+        hidden = experts.hidden_dim
+        rows = {"gate": slice(0, hidden), "up": slice(hidden, 2 * hidden), "down": slice(None)}[proj]
+        fused = "w2" if proj == "down" else "w13"
+        if isinstance(experts, Int4Experts):
+            packed_slot = getattr(experts, f"{fused}_packed")[expert, rows]
+            scale_slot = getattr(experts, f"{fused}_scale")[expert, rows]
+            if not full_name.endswith("_packed"):
+                raise CheckpointError(f"{full_name} is not INT4-packed but the config says routed experts are")
+            stem = full_name.removesuffix(".weight_packed")
+            packed, scale = self._get(full_name), self._get(stem + ".weight_scale")
+            for slot, value, what in ((packed_slot, packed, "weight_packed"), (scale_slot, scale, "weight_scale")):
+                if value.shape != slot.shape:
+                    raise ShapeMismatchError(
+                        f"{stem}.{what} has shape {tuple(value.shape)}, the model expects {tuple(slot.shape)}"
+                    )
+            self._check_packed_shape(stem, torch.Size((packed.shape[0], packed.shape[1] * 8)))
+            packed_slot.copy_(packed)
+            scale_slot.copy_(scale)
+        else:
+            assert isinstance(experts, DenseExperts)
+            slot = getattr(experts, fused)[expert, rows]
+            slot.copy_(self._dense(full_name, slot.shape, slot.dtype))
+        self.missing_experts.discard((layer, expert, proj))
+        stacked = ("_packed", "_scale") if isinstance(experts, Int4Experts) else ("",)
+        self.loaded.update(f"model.layers.{layer}.mlp.experts.{fused}{suffix}" for suffix in stacked)

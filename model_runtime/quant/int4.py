@@ -1,0 +1,90 @@
+"""INT4 routed experts in compressed-tensors `pack-quantized` layout, kept packed.
+
+Layout (per linear, as Kimi K2-Thinking/K2.5 ship it): `weight_packed` int32
+`[out, in/8]` holds q + 8 (0..15) for column 8k+j in bits 4j..4j+3 of word k (lowest
+nibble first); `weight_scale` bf16 `[out, in/G]` (G = group size, 32); the weight is
+(q) * scale, symmetric, no zero point. `Int4Experts` stores every expert of a layer
+stacked in that layout (0.5625 bytes per weight with G=32 against 2 for bf16: 0.28x)
+and multiplies W4A16: each expert's weights are dequantized on the fly to the
+activation dtype, one expert (tile) at a time, just before its matmul, and dropped
+after. `quantize_experts_int4` is the pass that swaps a built model's dense experts for
+packed ones. Shapes: E experts, D hidden, I moe_intermediate_size, G group size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from model_runtime.errors import ShapeMismatchError
+from model_runtime.layers.moe import DenseExperts, MoE, RoutedExperts
+
+_SHIFTS = torch.arange(0, 32, 4, dtype=torch.int32)  # [8]
+
+
+def pack_int4(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Quantize `weight [out, in]` symmetrically per group; return (packed int32 `[out, in/8]`,
+    scale bf16 `[out, in/G]`). The scale is absmax/7 rounded to bf16 (no clipping)."""
+    out_dim, in_dim = weight.shape
+    if in_dim % group_size or group_size % 8:
+        raise ShapeMismatchError(f"in features {in_dim} are not a multiple of the group size {group_size}")
+    groups = weight.float().view(out_dim, in_dim // group_size, group_size)  # [out, in/G, G]
+    scale = (groups.abs().amax(-1) / 7.0).clamp(min=1e-8).to(torch.bfloat16)  # [out, in/G]
+    q = (groups / scale.float()[..., None]).round().clamp(-8, 7).to(torch.int32) + 8  # [out, in/G, G]
+    nibbles = q.view(out_dim, in_dim // 8, 8)  # [out, in/8, 8]
+    packed = (nibbles << _SHIFTS.to(q.device)).sum(-1, dtype=torch.int64)  # [out, in/8]
+    packed = torch.where(packed >= 2**31, packed - 2**32, packed).to(torch.int32)  # [out, in/8]
+    return packed, scale
+
+
+def unpack_int4(packed: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Dequantize `packed [..., out, in/8]` with `scale [..., out, in/G]` to `[..., out, in]`."""
+    *lead, out_dim, words = packed.shape
+    nibbles = (packed[..., None] >> _SHIFTS.to(packed.device)) & 0xF  # [..., out, in/8, 8]
+    q = (nibbles - 8).view(*lead, out_dim, scale.shape[-1], -1)  # [..., out, in/G, G]
+    return (q.to(dtype) * scale.to(dtype)[..., None]).view(*lead, out_dim, words * 8)
+
+
+class Int4Experts(RoutedExperts):
+    """A layer's routed experts, packed INT4; gate|up fused in `w13_*` like DenseExperts."""
+
+    def __init__(self, num_experts: int, dim: int, hidden_dim: int, group_size: int = 32) -> None:
+        super().__init__()
+        for features in (dim, hidden_dim):
+            if features % group_size:
+                raise ShapeMismatchError(f"expert dim {features} is not a multiple of group size {group_size}")
+        self.num_experts, self.dim, self.hidden_dim, self.group_size = num_experts, dim, hidden_dim, group_size
+        e, d, i, g = num_experts, dim, hidden_dim, group_size
+        self.register_buffer("w13_packed", torch.zeros(e, 2 * i, d // 8, dtype=torch.int32))  # [E, 2I, D/8]
+        self.register_buffer("w13_scale", torch.zeros(e, 2 * i, d // g, dtype=torch.bfloat16))  # [E, 2I, D/G]
+        self.register_buffer("w2_packed", torch.zeros(e, d, i // 8, dtype=torch.int32))  # [E, D, I/8]
+        self.register_buffer("w2_scale", torch.zeros(e, d, i // g, dtype=torch.bfloat16))  # [E, D, I/G]
+
+    def expert_weights(self, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        w13 = unpack_int4(self.w13_packed[expert], self.w13_scale[expert], dtype)  # [2I, D]
+        w2 = unpack_int4(self.w2_packed[expert], self.w2_scale[expert], dtype)  # [D, I]
+        return w13, w2
+
+    @classmethod
+    def from_dense(cls, dense: DenseExperts, group_size: int = 32) -> Int4Experts:
+        packed = cls(dense.num_experts, dense.dim, dense.hidden_dim, group_size).to(dense.w13.device)
+        for e in range(dense.num_experts):
+            packed.w13_packed[e], packed.w13_scale[e] = pack_int4(dense.w13[e].detach(), group_size)
+            packed.w2_packed[e], packed.w2_scale[e] = pack_int4(dense.w2[e].detach(), group_size)
+        return packed
+
+
+def quantize_experts_int4(model: nn.Module, group_size: int = 32, *, is_empty: bool = False) -> nn.Module:
+    """Replace every MoE's dense routed experts by packed INT4 ones, in place.
+
+    With `is_empty` the packed buffers are left zero (the loader fills them from an INT4
+    checkpoint); otherwise the dense weights are quantized."""
+    for module in model.modules():
+        if isinstance(module, MoE) and isinstance(module.experts, DenseExperts):
+            dense = module.experts
+            if is_empty:
+                with torch.device(dense.w13.device):  # meta while the loader builds the model
+                    module.experts = Int4Experts(dense.num_experts, dense.dim, dense.hidden_dim, group_size)
+            else:
+                module.experts = Int4Experts.from_dense(dense, group_size)
+    return model
