@@ -18,10 +18,7 @@ import torch
 from safetensors.torch import save_file
 
 from model_runtime.quant.fp8 import quantize_fp8_blocks
-from model_runtime.quant.int4 import pack_int4
-
-EXPERT_SUFFIXES = ("gate_proj.weight", "up_proj.weight", "down_proj.weight")
-
+from model_runtime.quant.convert import int4_quantization_config, is_routed_expert, pack_int4_tensors
 
 def tiny_config(**overrides: Any) -> dict[str, Any]:
     """A Kimi-K2-shaped config (q_lora, YaRN, 1 shared expert, one group), scaled down."""
@@ -126,53 +123,6 @@ def random_weights(config: dict[str, Any], *, seed: int = 0) -> dict[str, torch.
     return weights
 
 
-def is_routed_expert(name: str) -> bool:
-    return ".mlp.experts." in name and name.endswith(EXPERT_SUFFIXES)
-
-
-def int4_quantization_config(config: dict[str, Any], group_size: int = 32) -> dict[str, Any]:
-    """compressed-tensors' config block as Kimi K2-Thinking ships it (routed experts only)."""
-    ignore = ["lm_head"]
-    for layer in range(config["num_hidden_layers"]):
-        ignore.append(f"re:model\\.layers\\.{layer}\\.self_attn\\..*")
-        ignore.append(f"re:model\\.layers\\.{layer}\\.mlp\\.(shared_experts|gate_proj|up_proj|down_proj).*")
-    return {
-        "quant_method": "compressed-tensors",
-        "format": "pack-quantized",
-        "quantization_status": "compressed",
-        "config_groups": {
-            "group_0": {
-                "targets": ["Linear"],
-                "input_activations": None,
-                "output_activations": None,
-                "weights": {
-                    "num_bits": 4,
-                    "type": "int",
-                    "symmetric": True,
-                    "strategy": "group",
-                    "group_size": group_size,
-                    "dynamic": False,
-                    "actorder": None,
-                    "observer": "minmax",
-                },
-            }
-        },
-        "ignore": ignore,
-        "kv_cache_scheme": None,
-    }
-
-
-def pack_int4_tensors(name: str, weight: torch.Tensor, group_size: int = 32) -> dict[str, torch.Tensor]:
-    """`X.weight` -> compressed-tensors' `X.weight_packed`, `X.weight_scale`, `X.weight_shape`."""
-    stem = name.removesuffix(".weight")
-    packed, scale = pack_int4(weight, group_size)
-    return {
-        f"{stem}.weight_packed": packed,
-        f"{stem}.weight_scale": scale,
-        f"{stem}.weight_shape": torch.tensor(list(weight.shape), dtype=torch.int64),
-    }
-
-
 def write_checkpoint(
     path: str | Path,
     config: dict[str, Any],
@@ -199,7 +149,7 @@ def write_checkpoint(
         else:
             tensors[name] = weight.to(dtype)
     if int4:
-        text_config["quantization_config"] = int4_quantization_config(config, group_size)
+        text_config["quantization_config"] = int4_quantization_config(config["num_hidden_layers"], group_size)
     if fp8:
         text_config["quantization_config"] = {
             "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic", "weight_block_size": [128, 128]
