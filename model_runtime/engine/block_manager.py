@@ -4,7 +4,9 @@ The latent cache is cut into blocks of `block_size` token slots. A sequence owns
 block table (block ids in order). A block that is full and computed gets a hash that
 chains over every token before it (`hash((parent_hash, tokens))`), so two sequences
 that share a prefix share its blocks: the second one finds them by hash and skips
-their prefill. A block whose last owner leaves stays in the free list with its hash
+their prefill. Full prompt blocks still being prefilled are `pending`: a request
+whose next block is pending waits for it (`is_prefix_pending`) rather than computing
+the same prefix again, which is what a swarm's simultaneous sub-agents would do. A block whose last owner leaves stays in the free list with its hash
 (least recently freed is reused first) until it is reallocated, so a prefix survives
 between requests as long as memory allows.
 """
@@ -25,6 +27,7 @@ class Block:
     ref_count: int = 0
     hash: int = NO_HASH
     token_ids: tuple[int, ...] = ()
+    pending_hash: int = NO_HASH  # the hash it will get once computed
 
 
 @dataclass
@@ -54,6 +57,7 @@ class BlockManager:
         self.blocks = [Block(i) for i in range(self.num_blocks)]
         self.free: OrderedDict[int, None] = OrderedDict.fromkeys(range(self.num_blocks))
         self.hash_to_block: dict[int, int] = {}
+        self.pending: dict[int, int] = {}  # hash -> blocks being computed with it
 
     @property
     def num_free_blocks(self) -> int:
@@ -65,17 +69,27 @@ class BlockManager:
     def _cached_prefix(self, seq: Sequence) -> list[int]:
         """Block ids of the longest cached prefix; never the whole prompt, since the
         last token must be computed to get its logits."""
+        return self._lookup(seq)[0]
+
+    def _lookup(self, seq: Sequence) -> tuple[list[int], int | None]:
+        """Cached prefix blocks, and the chain hash of the first block that missed."""
         if not self.enable_prefix_caching:
-            return []
+            return [], None
         hits, parent = [], NO_HASH
         for start in range(0, seq.num_tokens - 1 - self.block_size + 1, self.block_size):
             tokens = tuple(seq.token_ids[start : start + self.block_size])
             parent = chain_hash(parent, tokens)
             block_id = self.hash_to_block.get(parent)
             if block_id is None or self.blocks[block_id].token_ids != tokens:
-                break
+                return hits, parent
             hits.append(block_id)
-        return hits
+        return hits, None
+
+    def is_prefix_pending(self, seq: Sequence) -> bool:
+        """Whether the block after `seq`'s cached prefix is being computed by another
+        sequence right now; admitting `seq` a little later saves recomputing it."""
+        _, missed = self._lookup(seq)
+        return missed is not None and missed in self.pending
 
     def can_allocate(self, seq: Sequence) -> bool:
         hits = self._cached_prefix(seq)
@@ -95,6 +109,12 @@ class BlockManager:
         seq.block_table = list(hits)
         for _ in range(self.blocks_needed(seq.num_tokens) - len(hits)):
             seq.block_table.append(self._take_free_block())
+        if self.enable_prefix_caching:
+            parent = self.blocks[hits[-1]].hash if hits else NO_HASH
+            for i in range(len(hits), (seq.num_tokens - 1) // self.block_size):
+                parent = chain_hash(parent, tuple(seq.token_ids[i * self.block_size : (i + 1) * self.block_size]))
+                self.blocks[seq.block_table[i]].pending_hash = parent
+                self.pending[parent] = self.pending.get(parent, 0) + 1
         seq.num_computed_tokens = seq.num_cached_tokens = len(hits) * self.block_size
         self.stats.num_queried_tokens += seq.num_tokens
         self.stats.num_hit_tokens += seq.num_cached_tokens
@@ -119,12 +139,14 @@ class BlockManager:
                 tokens = tuple(seq.token_ids[i * self.block_size : (i + 1) * self.block_size])
                 block.hash, block.token_ids = chain_hash(parent, tokens), tokens
                 self.hash_to_block.setdefault(block.hash, block.block_id)
+                self._clear_pending(block)
             parent = block.hash
 
     def free_sequence(self, seq: Sequence) -> None:
         # Freed in reverse so a prefix's tail is evicted before its head.
         for block_id in reversed(seq.block_table):
             block = self.blocks[block_id]
+            self._clear_pending(block)
             block.ref_count -= 1
             if block.ref_count == 0:
                 self.free[block_id] = None
@@ -132,6 +154,15 @@ class BlockManager:
                     self.free.move_to_end(block_id, last=False)
         seq.block_table = []
         seq.num_computed_tokens = 0
+
+    def _clear_pending(self, block: Block) -> None:
+        if block.pending_hash != NO_HASH:
+            count = self.pending[block.pending_hash] - 1
+            if count:
+                self.pending[block.pending_hash] = count
+            else:
+                del self.pending[block.pending_hash]
+            block.pending_hash = NO_HASH
 
     def _take_free_block(self) -> int:
         block_id, _ = self.free.popitem(last=False)

@@ -7,7 +7,8 @@ in arrival order, so decodes never starve behind prefills; waiting ones are admi
 while budget, sequence slots and free blocks last. When blocks run out, the most
 recently admitted running sequence is preempted: its blocks are freed and it waits at
 the head of the queue to be recomputed (its full blocks stay in the prefix cache, so
-recomputing is often cheap).
+recomputing is often cheap). A waiting request whose prefix another request is
+prefilling right now waits for it, then reuses its blocks.
 """
 
 from __future__ import annotations
@@ -74,13 +75,14 @@ class Scheduler:
             self.block_manager.grow(seq, target)
             scheduled.append(ScheduledSeq.of(seq, num_new))
             budget -= num_new
-        while self.waiting and budget > 0 and not is_preempted:
-            seq = self.waiting[0]
-            if len(self.running) >= self.config.max_num_seqs:
+        for seq in list(self.waiting):
+            if budget == 0 or is_preempted or len(self.running) >= self.config.max_num_seqs:
                 break
+            if self.block_manager.is_prefix_pending(seq):
+                continue  # its prefix is being prefilled now: join once it is cached
             if not self.block_manager.can_allocate(seq):
                 break
-            self.waiting.popleft()
+            self.waiting.remove(seq)
             self.block_manager.allocate(seq)
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)

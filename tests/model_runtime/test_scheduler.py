@@ -144,3 +144,16 @@ def test_finish_frees_blocks() -> None:
     step(sched)
     sched.finish(a, "abort")
     assert sched.block_manager.num_free_blocks == 8 and not sched.has_work()
+
+
+def test_request_arriving_with_a_prefix_being_prefilled_waits_and_then_hits() -> None:
+    sched = make(block_size=4)
+    prefix = list(range(10, 22))
+    a, b = seq(1, prefix + [1], max_tokens=3), seq(2, prefix + [2], max_tokens=3)
+    sched.add(a)
+    sched.add(b)
+    first = step(sched)
+    assert [s.seq.seq_id for s in first] == [1]  # b waits for a's prefill
+    second = step(sched)
+    assert [(s.seq.seq_id, s.num_new_tokens) for s in second] == [(1, 1), (2, 1)]
+    assert b.num_cached_tokens == 12

@@ -1,0 +1,1 @@
+"""Model backends: each implements `swarm.model.ChatModel`."""
