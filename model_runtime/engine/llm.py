@@ -93,13 +93,16 @@ class LLM:
             return self.tokenizer.encode(prompt)
         return [int(t) for t in prompt]
 
-    def generate(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | None = None) -> list[RequestOutput]:
-        """Runs every prompt to completion in shared batches; one output per prompt, in order."""
+    def generate(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[RequestOutput]:
+        """Runs every prompt to completion in shared batches; one output per prompt, in
+        order. `params` is one for all prompts or one per prompt."""
         if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
             prompts = [prompts]  # type: ignore[list-item]
-        params = params or SamplingParams()
+        per_prompt = list(params) if isinstance(params, Sequence) else [params or SamplingParams()] * len(prompts)
+        if len(per_prompt) != len(prompts):
+            raise InvalidRequestError(f"{len(per_prompt)} sampling params for {len(prompts)} prompts")
         done: queue.Queue[RequestOutput | BaseException] = queue.Queue()
-        ids = [self.submit(self.encode_prompt(p), params, lambda out: out.finished and done.put(out), on_error=done.put) for p in prompts]
+        ids = [self.submit(self.encode_prompt(p), sp, lambda out: out.finished and done.put(out), on_error=done.put) for p, sp in zip(prompts, per_prompt)]
         results: dict[int, RequestOutput] = {}
         while len(results) < len(ids):
             item = done.get()

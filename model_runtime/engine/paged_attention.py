@@ -25,7 +25,7 @@ class PrefillGroup:
     token_start: int
     token_end: int
     context_slots: torch.Tensor  # [L] cache slots of positions 0..L-1
-    query_positions: torch.Tensor  # [n]
+    causal_bias: torch.Tensor  # [n, 1, L] 0 up to each query's position, -inf after
 
 
 @dataclass(frozen=True)
@@ -33,8 +33,9 @@ class PagedBatch:
     slot_mapping: torch.Tensor  # [N] flat cache slot of each new token
     decode_token_indices: torch.Tensor  # [S_d] the one new token of each decoding sequence
     decode_context_slots: torch.Tensor  # [S_d, L_max] padded with slot 0
-    decode_context_lens: torch.Tensor  # [S_d]
+    decode_bias: torch.Tensor  # [S_d, 1, L_max] 0 where a context token is, -inf on padding
     prefills: tuple[PrefillGroup, ...]
+    is_all_decode: bool  # decode rows are exactly the N tokens, in order: no indexing
 
 
 class PagedLatentAttention:
@@ -63,21 +64,22 @@ class PagedLatentAttention:
         cache[batch.slot_mapping] = torch.cat([kv_latent, k_pe], dim=-1).to(cache.dtype)  # [N, C + R]
         query = torch.cat([q_latent, q_pe], dim=-1)  # [N, H, C + R]
         out = torch.empty_like(q_latent)  # [N, H, C]
+        if batch.is_all_decode:
+            return self._decode(query, cache, batch, softmax_scale, num_latent)  # [N, H, C]
         if batch.decode_token_indices.numel():
-            keys = cache[batch.decode_context_slots].to(query.dtype)  # [S, L, C + R]
             q = query[batch.decode_token_indices]  # [S, H, C + R]
-            scores = torch.einsum("shd,sld->shl", q, keys) * softmax_scale  # [S, H, L]
-            max_len = keys.shape[1]
-            is_pad = torch.arange(max_len, device=keys.device)[None, :] >= batch.decode_context_lens[:, None]  # [S, L]
-            scores = scores.masked_fill(is_pad[:, None, :], float("-inf"))
-            probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)  # [S, H, L]
-            out[batch.decode_token_indices] = torch.einsum("shl,slc->shc", probs, keys[..., :num_latent])  # [S, H, C]
+            out[batch.decode_token_indices] = self._decode(q, cache, batch, softmax_scale, num_latent)  # [S, H, C]
         for group in batch.prefills:
             keys = cache[group.context_slots].to(query.dtype)  # [L, C + R]
             q = query[group.token_start : group.token_end]  # [n, H, C + R]
-            scores = torch.einsum("nhd,ld->nhl", q, keys) * softmax_scale  # [n, H, L]
-            is_future = torch.arange(keys.shape[0], device=keys.device)[None, :] > group.query_positions[:, None]  # [n, L]
-            scores = scores.masked_fill(is_future[:, None, :], float("-inf"))
+            scores = torch.matmul(q, keys.T) * softmax_scale + group.causal_bias  # [n, H, L]
             probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)  # [n, H, L]
-            out[group.token_start : group.token_end] = torch.einsum("nhl,lc->nhc", probs, keys[:, :num_latent])  # [n, H, C]
+            out[group.token_start : group.token_end] = torch.matmul(probs, keys[:, :num_latent])  # [n, H, C]
         return out
+
+    @staticmethod
+    def _decode(q: torch.Tensor, cache: torch.Tensor, batch: PagedBatch, softmax_scale: float, num_latent: int) -> torch.Tensor:
+        keys = cache[batch.decode_context_slots].to(q.dtype)  # [S, L, C + R]
+        scores = torch.baddbmm(batch.decode_bias, q, keys.transpose(1, 2), alpha=softmax_scale)  # [S, H, L]
+        probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # [S, H, L]
+        return torch.bmm(probs, keys[..., :num_latent])  # [S, H, C]

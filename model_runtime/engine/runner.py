@@ -33,6 +33,7 @@ class ModelRunner:
         self.vocab_size: int | None = getattr(getattr(model, "config", None), "vocab_size", None)
         self.block_size = cache.block_size
         self.device = device
+        self.dtype = dtype
         kv_cache = torch.zeros(cache.num_layers, cache.num_blocks, cache.block_size, cache.entry_dim, dtype=dtype, device=device)  # [layers, blocks, B, C + R]
         self.attention = PagedLatentAttention(kv_cache)
         self.sampler = Sampler(device, seed)
@@ -56,45 +57,55 @@ class ModelRunner:
         positions: list[int] = []
         slots: list[int] = []
         logits_indices: list[int] = []
-        decode_rows: list[tuple[int, list[int]]] = []  # (token index, context slots)
+        decodes: list[tuple[int, ScheduledSeq]] = []  # (token index, item)
         prefills: list[PrefillGroup] = []
         for item in scheduled:
             seq, start, end = item.seq, item.start, item.start + item.num_new_tokens
             token_start = len(input_ids)
             input_ids.extend(seq.token_ids[start:end])
             positions.extend(range(start, end))
-            context = _slots(seq.block_table, bs, end)
-            slots.extend(context[start:end])
+            slots.extend(_slots(seq.block_table, bs, start, end))
             if item.is_sampled:
                 logits_indices.append(len(input_ids) - 1)
             if item.num_new_tokens == 1:
-                decode_rows.append((token_start, context))
-            else:
-                prefills.append(
-                    PrefillGroup(
-                        token_start,
-                        len(input_ids),
-                        torch.tensor(context, device=self.device),  # [L]
-                        torch.arange(start, end, device=self.device),  # [n]
-                    )
+                decodes.append((token_start, item))
+                continue
+            query_pos = torch.arange(start, end, device=self.device)  # [n]
+            is_future = torch.arange(end, device=self.device)[None, :] > query_pos[:, None]  # [n, L]
+            prefills.append(
+                PrefillGroup(
+                    token_start,
+                    len(input_ids),
+                    torch.tensor(_slots(seq.block_table, bs, 0, end), device=self.device),  # [L]
+                    torch.zeros(is_future.shape, dtype=self.dtype, device=self.device).masked_fill_(is_future, float("-inf"))[:, None, :],  # [n, 1, L]
                 )
-        max_len = max((len(c) for _, c in decode_rows), default=0)
+            )
         batch = PagedBatch(
             slot_mapping=torch.tensor(slots, device=self.device),  # [N]
-            decode_token_indices=torch.tensor([i for i, _ in decode_rows], dtype=torch.long, device=self.device),  # [S]
-            decode_context_slots=torch.tensor([c + [0] * (max_len - len(c)) for _, c in decode_rows], dtype=torch.long, device=self.device).view(len(decode_rows), max_len),  # [S, L]
-            decode_context_lens=torch.tensor([len(c) for _, c in decode_rows], dtype=torch.long, device=self.device),  # [S]
             prefills=tuple(prefills),
+            is_all_decode=not prefills,
+            **self._decode_batch(decodes),
         )
         ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)  # [N]
         pos = torch.tensor(positions, dtype=torch.long, device=self.device)  # [N]
         return ids, pos, batch, logits_indices
 
+    def _decode_batch(self, decodes: list[tuple[int, ScheduledSeq]]) -> dict[str, torch.Tensor]:
+        """Context slots of every decoding sequence, padded, from their block tables."""
+        bs, device = self.block_size, self.device
+        lens = [item.start + 1 for _, item in decodes]
+        max_len = max(lens, default=0)
+        max_blocks = -(-max_len // bs)
+        tables = torch.tensor([item.seq.block_table[:max_blocks] + [0] * (max_blocks - len(item.seq.block_table[:max_blocks])) for _, item in decodes], dtype=torch.long, device=device).view(len(decodes), max_blocks)  # [S, nb]
+        context_slots = (tables[:, :, None] * bs + torch.arange(bs, device=device)).view(len(decodes), max_blocks * bs)[:, :max_len]  # [S, L]
+        is_pad = torch.arange(max_len, device=device)[None, :] >= torch.tensor(lens, dtype=torch.long, device=device)[:, None]  # [S, L]
+        return {
+            "decode_token_indices": torch.tensor([i for i, _ in decodes], dtype=torch.long, device=device),  # [S]
+            "decode_context_slots": context_slots,
+            "decode_bias": torch.zeros(is_pad.shape, dtype=self.dtype, device=device).masked_fill_(is_pad, float("-inf"))[:, None, :],  # [S, 1, L]
+        }
 
-def _slots(block_table: list[int], block_size: int, num_tokens: int) -> list[int]:
-    """Flat cache slots of positions 0..num_tokens-1."""
-    slots: list[int] = []
-    for block in block_table[: -(-num_tokens // block_size)]:
-        base = block * block_size
-        slots.extend(range(base, base + block_size))
-    return slots[:num_tokens]
+
+def _slots(block_table: list[int], block_size: int, start: int, end: int) -> list[int]:
+    """Flat cache slots of positions start..end-1."""
+    return [block_table[p // block_size] * block_size + p % block_size for p in range(start, end)]
