@@ -116,6 +116,7 @@ class BlockManager:
                 self.blocks[seq.block_table[i]].pending_hash = parent
                 self.pending[parent] = self.pending.get(parent, 0) + 1
         seq.num_computed_tokens = seq.num_cached_tokens = len(hits) * self.block_size
+        seq.num_hashed_blocks = len(hits)
         self.stats.num_queried_tokens += seq.num_tokens
         self.stats.num_hit_tokens += seq.num_cached_tokens
 
@@ -132,8 +133,9 @@ class BlockManager:
         if not self.enable_prefix_caching:
             return
         num_full = seq.num_computed_tokens // self.block_size
-        parent = NO_HASH
-        for i in range(num_full):
+        start = seq.num_hashed_blocks
+        parent = self.blocks[seq.block_table[start - 1]].hash if start else NO_HASH
+        for i in range(start, num_full):
             block = self.blocks[seq.block_table[i]]
             if block.hash == NO_HASH:
                 tokens = tuple(seq.token_ids[i * self.block_size : (i + 1) * self.block_size])
@@ -141,6 +143,7 @@ class BlockManager:
                 self.hash_to_block.setdefault(block.hash, block.block_id)
                 self._clear_pending(block)
             parent = block.hash
+        seq.num_hashed_blocks = max(start, num_full)
 
     def free_sequence(self, seq: Sequence) -> None:
         # Freed in reverse so a prefix's tail is evicted before its head.
@@ -153,7 +156,7 @@ class BlockManager:
                 if block.hash == NO_HASH:  # nothing worth keeping: reuse it first
                     self.free.move_to_end(block_id, last=False)
         seq.block_table = []
-        seq.num_computed_tokens = 0
+        seq.num_computed_tokens = seq.num_hashed_blocks = 0
 
     def _clear_pending(self, block: Block) -> None:
         if block.pending_hash != NO_HASH:

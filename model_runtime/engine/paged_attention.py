@@ -70,7 +70,7 @@ class PagedLatentAttention:
             q = query[batch.decode_token_indices]  # [S, H, C + R]
             out[batch.decode_token_indices] = self._decode(q, cache, batch, softmax_scale, num_latent)  # [S, H, C]
         for group in batch.prefills:
-            keys = cache[group.context_slots].to(query.dtype)  # [L, C + R]
+            keys = cache.index_select(0, group.context_slots).to(query.dtype)  # [L, C + R]
             q = query[group.token_start : group.token_end]  # [n, H, C + R]
             scores = torch.matmul(q, keys.T) * softmax_scale + group.causal_bias  # [n, H, L]
             probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)  # [n, H, L]
@@ -79,7 +79,8 @@ class PagedLatentAttention:
 
     @staticmethod
     def _decode(q: torch.Tensor, cache: torch.Tensor, batch: PagedBatch, softmax_scale: float, num_latent: int) -> torch.Tensor:
-        keys = cache[batch.decode_context_slots].to(q.dtype)  # [S, L, C + R]
+        slots = batch.decode_context_slots  # [S, L]
+        keys = cache.index_select(0, slots.reshape(-1)).view(*slots.shape, cache.shape[-1]).to(q.dtype)  # [S, L, C + R]
         scores = torch.baddbmm(batch.decode_bias, q, keys.transpose(1, 2), alpha=softmax_scale)  # [S, H, L]
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # [S, H, L]
         return torch.bmm(probs, keys[..., :num_latent])  # [S, H, C]
