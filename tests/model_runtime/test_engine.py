@@ -108,3 +108,30 @@ def test_string_prompts_text_and_stop_strings(model: ToyModel, tmp_path) -> None
         stop = full.text[len(full.text) // 2 :][:3]
         cut = llm.generate("Hello world", SamplingParams(temperature=0, max_tokens=12, ignore_eos=True, stop=[stop]))[0]
     assert stop and cut.finish_reason == "stop" and cut.text == full.text[: full.text.find(stop)]
+
+
+def test_invalid_requests_are_rejected_with_a_clear_error(model: ToyModel) -> None:
+    from model_runtime.engine.errors import InvalidRequestError
+
+    with make_llm(model, max_model_len=32) as llm:
+        with pytest.raises(InvalidRequestError, match="at most 31"):
+            llm.generate([list(range(40))], GREEDY)
+        with pytest.raises(InvalidRequestError, match="vocab|\\[0, 1024\\)"):
+            llm.generate([[5000]], GREEDY)
+    with pytest.raises(InvalidRequestError, match="temperature"):
+        SamplingParams(temperature=-1)
+
+
+def test_a_failing_model_fails_waiting_callers_and_closes_the_engine(model: ToyModel) -> None:
+    from model_runtime.engine.errors import EngineClosedError
+
+    class Broken(ToyModel):
+        def forward_tokens(self, *args, **kwargs):
+            raise RuntimeError("out of memory")
+
+    broken = Broken(ToyConfig())
+    with make_llm(broken) as llm:
+        with pytest.raises(EngineClosedError, match="out of memory"):
+            llm.generate([[1, 2, 3]], GREEDY)
+        with pytest.raises(EngineClosedError):
+            llm.generate([[1, 2, 3]], GREEDY)
