@@ -32,11 +32,12 @@ Prompt = str | Sequence[int]
 @dataclass(frozen=True)
 class EngineConfig:
     block_size: int = 16
-    num_kv_blocks: int | None = None  # None: from kv_cache_bytes
+    num_kv_blocks: int | None = None  # None: from kv_cache_bytes (CPU) or free GPU memory
     kv_cache_bytes: int = 1 << 30
+    gpu_memory_utilization: float = 0.9  # share of the free GPU memory the cache takes
     max_num_seqs: int = 64
     max_num_batched_tokens: int = 2048
-    max_model_len: int = 4096
+    max_model_len: int | None = None  # None: the model's max_position_embeddings, at most 32768
     enable_prefix_caching: bool = True
     seed: int | None = None
 
@@ -62,13 +63,18 @@ class LLM:
         model_config = model.config
         entry_dim = model_config.kv_lora_rank + model_config.qk_rope_head_dim
         shape = CacheShape(model_config.num_hidden_layers, 0, config.block_size, entry_dim)
-        num_blocks = config.num_kv_blocks or max(1, config.kv_cache_bytes // (shape.bytes_per_block * dtype.itemsize))
+        cache_bytes = config.kv_cache_bytes
+        if device.type == "cuda" and config.num_kv_blocks is None:
+            free_bytes, _ = torch.cuda.mem_get_info(device)
+            cache_bytes = int(free_bytes * config.gpu_memory_utilization)
+        num_blocks = config.num_kv_blocks or max(1, cache_bytes // (shape.bytes_per_block * dtype.itemsize))
         shape = CacheShape(shape.num_layers, num_blocks, config.block_size, entry_dim)
+        max_model_len = config.max_model_len or min(getattr(model_config, "max_position_embeddings", 32768), 32768)
         self.config = config
         self.tokenizer = tokenizer
         eos = {t for t in (tokenizer.eos_token_id, tokenizer.token_id("<|im_end|>")) if t is not None} if tokenizer else set()
         scheduler = Scheduler(
-            SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, config.max_model_len),
+            SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, max_model_len),
             BlockManager(num_blocks, config.block_size, config.enable_prefix_caching),
         )
         runner = ModelRunner(model, shape, dtype=dtype, device=device, seed=config.seed)

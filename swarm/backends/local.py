@@ -98,8 +98,8 @@ async def open_local_model(checkpoint_dir: str, *, model_name: str | None = None
         raise ModelSpecError(f"local:{checkpoint_dir}: no tiktoken.model there; the chat format needs the tokenizer")
     try:
         llm = await anyio.to_thread.run_sync(_load, path)
-    except RuntimeEngineError as exc:
-        raise ModelSpecError(f"local:{checkpoint_dir}: {exc}") from exc
+    except (RuntimeEngineError, OSError, ValueError) as exc:
+        raise ModelSpecError(f"local:{checkpoint_dir}: cannot load the checkpoint: {exc}") from exc
     return LocalChatModel(llm, model_name=model_name or path.resolve().name, temperature=temperature, max_tokens=max_tokens)
 
 

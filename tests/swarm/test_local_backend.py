@@ -63,6 +63,13 @@ async def test_bad_checkpoint_dir_is_a_model_spec_error(tmp_path: Path) -> None:
         await open_local_model(str(tmp_path), model_name=None, temperature=1.0, max_tokens=None)
 
 
+async def test_unloadable_checkpoint_is_a_model_spec_error(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "tiktoken.model").write_text("")
+    with pytest.raises(ModelSpecError, match="cannot load"):
+        await open_local_model(str(tmp_path), model_name=None, temperature=1.0, max_tokens=None)
+
+
 def test_kimi_tool_calls_become_swarm_tool_calls() -> None:
     text = "Looking.<|tool_calls_section_begin|><|tool_call_begin|>functions.search:0<|tool_call_argument_begin|>{\"q\": \"x\"}<|tool_call_end|><|tool_calls_section_end|>"
     message = to_message(parse_completion(text))
