@@ -65,7 +65,8 @@ def info(
     quant = c.quantization.method if c.quantization else "none"
     typer.echo(f"model_type         {c.model_type}{' (kimi_k25 wrapper, vision skipped)' if c.weight_prefix else ''}")
     typer.echo(f"layers / hidden    {c.num_hidden_layers} / {c.hidden_size}")
-    typer.echo(f"experts            {c.n_routed_experts} routed (top {c.num_experts_per_tok}), {c.n_shared_experts} shared")
+    experts = f"{c.n_routed_experts} routed (top {c.num_experts_per_tok}), {c.n_shared_experts} shared"
+    typer.echo(f"experts            {experts}")
     typer.echo(f"quantization       {quant}")
     typer.echo(f"parameters         {_human_count(found.num_params)}")
     typer.echo(f"active per token   {_human_count(found.num_active_params)}")

@@ -92,7 +92,6 @@ class _Loader:
         self.targets = model.state_dict(keep_vars=True)
         if config.tie_word_embeddings:
             self.targets.pop("lm_head.weight", None)
-        self.dtype = model.lm_head.weight.dtype
         self.handles: dict[Path, object] = {}
         self.loaded: set[str] = set()
         self.skipped: dict[str, int] = {}
@@ -110,7 +109,7 @@ class _Loader:
             for name in self._handle(shard).keys():
                 self._load(name)
         for what, count in self.skipped.items():
-            log.info("skipped %d %s tensors", count, what)
+            log.warning("skipped %d %s tensors", count, what)
         missing = [name for name in self.targets if name not in self.loaded]
         missing += [f"model.layers.{l}.mlp.experts.{e}.{p}_proj" for l, e, p in sorted(self.missing_experts)]
         if missing:
@@ -132,15 +131,16 @@ class _Loader:
         prefix = self.config.weight_prefix
         if prefix:
             if not name.startswith(prefix):
-                kind = "vision" if name.startswith(_SKIPPED_PREFIXES) else "unrecognised non-language-model"
-                self.skipped[f"{kind} (not supported yet)"] = self.skipped.get(f"{kind} (not supported yet)", 0) + 1
+                kind = "vision (no vision support yet)" if name.startswith(_SKIPPED_PREFIXES) else "non-language-model"
+                self.skipped[kind] = self.skipped.get(kind, 0) + 1
                 return
             name = name[len(prefix) :]
         if name.endswith(_COMPANIONS) or name.endswith("rotary_emb.inv_freq"):
             return
         layer = _LAYER.match(name)
         if layer and int(layer.group(1)) >= self.config.num_hidden_layers:
-            self.skipped["multi-token-prediction layer"] = self.skipped.get("multi-token-prediction layer", 0) + 1
+            kind = "multi-token-prediction layer (not used)"
+            self.skipped[kind] = self.skipped.get(kind, 0) + 1
             return
         if name == "lm_head.weight" and self.config.tie_word_embeddings:
             return

@@ -135,6 +135,8 @@ def write_checkpoint(
     kimi_k25: bool = False,
     group_size: int = 32,
 ) -> Path:
+    """Write `weights` (names without prefix, float) as a checkpoint in `path`, in the
+    requested storage format; returns `path`."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     text_config = dict(config)

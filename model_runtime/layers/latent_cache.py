@@ -25,7 +25,6 @@ class DenseLatentCache:
         if len(seq_ids) != len(num_new_tokens):
             raise ValueError("seq_ids and num_new_tokens differ in length")
         self._batch = list(zip(seq_ids, num_new_tokens))
-        self._pending = dict(self._batch)
 
     def num_cached_tokens(self, seq_id: Hashable) -> int:
         return self._lengths.get(seq_id, 0)

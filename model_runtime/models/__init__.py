@@ -1,0 +1,1 @@
+"""Model definitions built from the layers; pure modules, no loading or quantization."""

@@ -87,7 +87,8 @@ def quantize_checkpoint(src: str | Path, dst: str | Path, *, group_size: int = 3
                 tensor = handle.get_tensor(name)
                 if tensor.dtype == torch.float8_e4m3fn:
                     scale_inv = _companion(files, name.removesuffix(".weight") + ".weight_scale_inv")
-                    tensor = dequantize_fp8_blocks(tensor, scale_inv, fp8_block or (128, 128), torch.bfloat16, name=name)
+                    block = fp8_block or (128, 128)
+                    tensor = dequantize_fp8_blocks(tensor, scale_inv, block, torch.bfloat16, name=name)
                 if is_routed_expert(name):
                     out.update(pack_int4_tensors(name, tensor, group_size))
                 else:

@@ -21,14 +21,20 @@ def dequantize_fp8_blocks(
     expected = (-(-out_dim // block_out), -(-in_dim // block_in))
     if tuple(scale_inv.shape) != expected:
         raise ShapeMismatchError(
-            f"{name}.weight_scale_inv has shape {tuple(scale_inv.shape)}, expected {expected} for weight {tuple(weight.shape)}"
+            f"{name}.weight_scale_inv has shape {tuple(scale_inv.shape)}, "
+            f"expected {expected} for weight {tuple(weight.shape)}"
         )
+    if out_dim % block_out == 0 and in_dim % block_in == 0:  # the usual case: scale whole blocks in place
+        blocks = weight.view(expected[0], block_out, expected[1], block_in).float()  # [O/bo, bo, I/bi, bi]
+        return blocks.mul_(scale_inv.float()[:, None, :, None]).view(out_dim, in_dim).to(dtype)
     scale = scale_inv.float().repeat_interleave(block_out, 0)[:out_dim]  # [out, ceil(in/bi)]
     scale = scale.repeat_interleave(block_in, 1)[:, :in_dim]  # [out, in]
     return (weight.float() * scale).to(dtype)
 
 
-def quantize_fp8_blocks(weight: torch.Tensor, block_size: tuple[int, int] = (128, 128)) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_fp8_blocks(
+    weight: torch.Tensor, block_size: tuple[int, int] = (128, 128)
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The inverse, for tests and tiny checkpoints: (e4m3 weight, float32 scale_inv)."""
     block_out, block_in = block_size
     out_dim, in_dim = weight.shape

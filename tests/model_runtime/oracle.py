@@ -77,7 +77,10 @@ def reference_model(path: str | Path) -> DeepseekV3ForCausalLM:
         p = f"model.layers.{layer}.mlp.experts"
         if f"{p}.0.gate_proj.weight" not in weights:
             continue
-        gate_up = [torch.cat([weights.pop(f"{p}.{e}.gate_proj.weight"), weights.pop(f"{p}.{e}.up_proj.weight")]) for e in range(experts)]
+        gate_up = [
+            torch.cat([weights.pop(f"{p}.{e}.gate_proj.weight"), weights.pop(f"{p}.{e}.up_proj.weight")])
+            for e in range(experts)
+        ]
         weights[f"{p}.gate_up_proj"] = torch.stack(gate_up)
         weights[f"{p}.down_proj"] = torch.stack([weights.pop(f"{p}.{e}.down_proj.weight") for e in range(experts)])
     if config.get("tie_word_embeddings"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model_runtime.config import ModelConfig
@@ -44,3 +45,13 @@ def test_int4_experts_resident_bytes_at_most_030_of_bf16():
     dense_bytes = sum(p.numel() * p.element_size() for p in dense.parameters())
     packed_bytes = sum(b.numel() * b.element_size() for b in packed.buffers())
     assert packed_bytes / dense_bytes <= 0.3
+
+
+def test_packer_matches_compressed_tensors_if_installed():
+    helpers = pytest.importorskip("compressed_tensors.compressors.pack_quantized.helpers")
+    weight = torch.randn(32, 64, generator=torch.Generator().manual_seed(2))
+    packed, scale = pack_int4(weight, 32)
+    q = helpers.unpack_from_int32(packed, 4, torch.Size([32, 64]))  # int8 in [-8, 7]
+    expected = (q.float().view(32, 2, 32) * scale.float()[..., None]).view(32, 64)
+    torch.testing.assert_close(unpack_int4(packed, scale), expected, rtol=0, atol=0)
+    assert torch.equal(helpers.pack_to_int32(q, 4), packed)

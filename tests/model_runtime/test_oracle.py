@@ -64,10 +64,18 @@ def test_logits_indices_select_rows(tmp_path, input_ids):
 def test_bf16_top1_agreement_with_fp32_oracle(tmp_path):
     """bf16 weights and activations against the float32 oracle: top-1 agreement, printed."""
     path = write_tiny_checkpoint(tmp_path)
-    ids = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(2))
+    ids = torch.randint(0, 256, (8, 64), generator=torch.Generator().manual_seed(5))
     reference = reference_logits(path, ids)
     logits = load_model(path, dtype=torch.bfloat16)(ids).float()
     agreement = (logits.argmax(-1) == reference.argmax(-1)).float().mean().item()
     error = ((logits - reference).abs().max() / reference.abs().max()).item()
     print(f"bf16 vs fp32 oracle: top-1 agreement {agreement:.1%} over {ids.numel()} positions, max rel err {error:.2e}")
     assert agreement >= 0.9
+
+
+def test_kimi_k25_vision_tensors_are_skipped_with_a_note(tmp_path, caplog):
+    path = write_tiny_checkpoint(tmp_path, kimi_k25=True)
+    with caplog.at_level("WARNING", logger="model_runtime.loader"):
+        model = load_model(path, dtype=torch.float32)
+    assert "vision" in caplog.text
+    assert model.config.weight_prefix == "language_model." and model.config.has_vision
