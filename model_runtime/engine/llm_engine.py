@@ -25,6 +25,7 @@ OutputSink = Callable[[RequestOutput], None]
 @dataclass
 class _Request:
     seq: Sequence
+    prompt_token_ids: list[int]
     sink: OutputSink | None
     decoder: IncrementalDecoder | None
     text: str = ""  # decoded output, stop strings already cut
@@ -50,7 +51,7 @@ class LLMEngine:
         seq = Sequence(request_id, list(prompt_token_ids), params)
         decoder = IncrementalDecoder(self.tokenizer) if self.tokenizer else None
         holdback = max((len(s) for s in params.stop), default=1) - 1
-        self.requests[request_id] = _Request(seq, sink, decoder, stop_holdback=holdback)
+        self.requests[request_id] = _Request(seq, list(prompt_token_ids), sink, decoder, stop_holdback=holdback)
         self.scheduler.add(seq)
         self.stats.num_requests += 1
         self.stats.num_prompt_tokens += len(prompt_token_ids)
@@ -137,7 +138,7 @@ class LLMEngine:
             return None
         output = RequestOutput(
             request_id=seq.seq_id,
-            prompt_token_ids=seq.token_ids[: seq.num_prompt_tokens],
+            prompt_token_ids=request.prompt_token_ids,  # shared, not copied: read-only
             token_ids=list(output_ids),
             text=request.text[:visible],
             delta_text=request.text[request.num_emitted_chars : visible],
