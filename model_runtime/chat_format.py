@@ -23,7 +23,8 @@ Message = Mapping[str, Any]
 def render_chat(messages: Sequence[Message], tools: Sequence[Mapping[str, Any]] | None = None, *, template: str | None = None, add_generation_prompt: bool = True, thinking: bool | None = None) -> str:
     if template:
         env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.filters.setdefault("tojson", lambda v, **kw: json.dumps(v, ensure_ascii=False, **kw))
+        env.filters["tojson"] = lambda v, **kw: json.dumps(v, ensure_ascii=False, **kw)
+        env.globals["raise_exception"] = _raise_template_error
         extra = {} if thinking is None else {"thinking": thinking}
         return env.from_string(template).render(messages=list(messages), tools=list(tools) if tools else None, add_generation_prompt=add_generation_prompt, **extra)
     return render_kimi(messages, tools, add_generation_prompt=add_generation_prompt, thinking=thinking)
@@ -79,3 +80,7 @@ def _text(content: object) -> str:
     if isinstance(content, list):  # OpenAI content parts: keep the text ones
         return "".join(p.get("text", "") for p in content if isinstance(p, Mapping) and p.get("type") == "text")
     return str(content)
+
+
+def _raise_template_error(message: str) -> None:
+    raise ValueError(f"chat template: {message}")

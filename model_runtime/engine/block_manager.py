@@ -158,6 +158,15 @@ class BlockManager:
         seq.block_table = []
         seq.num_computed_tokens = seq.num_hashed_blocks = 0
 
+    def reset_prefix_cache(self) -> bool:
+        """Forgets every cached prefix; only when no sequence holds blocks (else False)."""
+        if self.num_free_blocks != self.num_blocks:
+            return False
+        for block in self.blocks:
+            block.hash, block.token_ids = NO_HASH, ()
+        self.hash_to_block.clear()
+        return True
+
     def _clear_pending(self, block: Block) -> None:
         if block.pending_hash != NO_HASH:
             count = self.pending[block.pending_hash] - 1

@@ -155,6 +155,11 @@ class LLM:
             self.engine.abort(request_id)
             self._sinks.pop(request_id, None)
 
+    def reset_prefix_cache(self) -> bool:
+        """Drops the prefix cache (benchmarks, weight reloads); False while requests run."""
+        with self._lock:
+            return self.engine.scheduler.block_manager.reset_prefix_cache()
+
     def close(self) -> None:
         with self._wakeup:
             self._is_closed = True

@@ -93,3 +93,9 @@ def test_tiny_tokenizer_round_trips_with_special_tokens(tmp_path: Path) -> None:
     assert ids.count(tok.token_id("<|im_middle|>")) == 1
     decoder = IncrementalDecoder(tok)
     assert "".join(decoder.push(i) for i in tok.encode("héllo 世界")) + decoder.flush() == "héllo 世界"
+
+
+def test_template_errors_surface_as_value_errors() -> None:
+    template = "{% if messages[0].role != 'user' %}{{ raise_exception('first message must be the user') }}{% endif %}"
+    with pytest.raises(ValueError, match="first message must be the user"):
+        render_chat([{"role": "system", "content": "x"}], template=template)

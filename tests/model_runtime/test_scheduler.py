@@ -157,3 +157,18 @@ def test_request_arriving_with_a_prefix_being_prefilled_waits_and_then_hits() ->
     second = step(sched)
     assert [(s.seq.seq_id, s.num_new_tokens) for s in second] == [(1, 1), (2, 1)]
     assert b.num_cached_tokens == 12
+
+
+def test_reset_prefix_cache_forgets_prefixes_only_when_idle() -> None:
+    sched = make(block_size=4)
+    running = seq(1, list(range(10, 22)) + [1], max_tokens=2)
+    sched.add(running)
+    step(sched)
+    assert not sched.block_manager.reset_prefix_cache()
+    while sched.has_work():
+        step(sched)
+    assert sched.block_manager.reset_prefix_cache()
+    again = seq(2, list(range(10, 22)) + [1], max_tokens=1)
+    sched.add(again)
+    step(sched)
+    assert again.num_cached_tokens == 0
