@@ -140,7 +140,10 @@ def _chat_prompt(llm: LLM, body: ChatCompletionRequest) -> tuple[str, str]:
         raise _HTTPError(400, "tool_choice needs tools")
     thinking = (body.chat_template_kwargs or {}).get("thinking")
     template = llm.tokenizer.chat_template if llm.tokenizer else None
-    prompt = render_chat(messages, tools, template=template, thinking=thinking)
+    try:
+        prompt = render_chat(messages, tools, template=template, thinking=thinking)
+    except ValueError as exc:  # the template refused the conversation
+        raise _HTTPError(400, str(exc)) from exc
     forced = ""
     if choice == "required":
         forced = f"{SECTION_BEGIN}{CALL_BEGIN}functions."
