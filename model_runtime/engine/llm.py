@@ -1,19 +1,23 @@
 """`LLM`: the engine as users see it, sync `generate` and async `stream`.
 
 One loop thread owns the `LLMEngine` and steps it while any request is live; callers
-on any thread add requests and receive outputs through per-request sinks, so
-requests from many agents or HTTP clients share each step's batch. The loop thread is
-started on first use and stopped by `close()`.
+on any thread post requests and aborts to its inbox (validated first, so bad
+requests fail in the caller) and receive outputs through per-request sinks, so
+requests from many agents or HTTP clients share each step's batch and no caller ever
+waits for a step to finish. The loop thread starts on first use; `close()` stops it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import queue
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -79,10 +83,12 @@ class LLM:
         )
         runner = ModelRunner(model, shape, dtype=dtype, device=device, seed=config.seed)
         self.engine = LLMEngine(scheduler, runner, tokenizer, frozenset(eos))
-        self._lock = threading.Lock()
-        self._wakeup = threading.Condition(self._lock)
+        self._thread_lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._sinks: dict[int, OutputSink] = {}
+        self._inbox: deque[tuple[str, Any]] = deque()  # ("add", request) | ("abort", id) | ("reset", reply queue)
+        self._has_mail = threading.Event()
+        self._request_ids = itertools.count()
+        self._error_sinks: dict[int, OutputSink] = {}  # owned by the loop thread
         self._error: BaseException | None = None
         self._is_closed = False
 
@@ -140,32 +146,32 @@ class LLM:
                 self.abort(request_id)
 
     def submit(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink, *, on_error: OutputSink | None = None) -> int:
-        """Adds a request; `sink` gets its outputs on the loop thread (keep it quick)."""
-        with self._wakeup:
-            if self._is_closed or self._error is not None:
-                raise EngineClosedError("the engine is closed" if self._is_closed else f"the engine loop stopped: {self._error}")
-            request_id = self.engine.add_request(prompt_token_ids, params, sink)
-            self._sinks[request_id] = on_error or (lambda exc: None)  # type: ignore[assignment,arg-type]
-            self._ensure_thread()
-            self._wakeup.notify()
+        """Posts a request; `sink` gets its outputs on the loop thread (keep it quick),
+        `on_error` the exception if the loop dies first. Raises on a bad request."""
+        self._check_open()
+        self.engine.validate(prompt_token_ids, params)
+        request_id = next(self._request_ids)
+        self._post("add", (request_id, list(prompt_token_ids), params, sink, on_error))
+        self._check_open()  # the loop may have died or closed while we posted
         return request_id
 
     def abort(self, request_id: int) -> None:
-        with self._lock:
-            self.engine.abort(request_id)
-            self._sinks.pop(request_id, None)
+        if not self._is_closed:
+            self._post("abort", request_id)
 
     def reset_prefix_cache(self) -> bool:
         """Drops the prefix cache (benchmarks, weight reloads); False while requests run."""
-        with self._lock:
-            return self.engine.scheduler.block_manager.reset_prefix_cache()
+        reply: queue.Queue[bool] = queue.Queue()
+        self._post("reset", reply)
+        return reply.get()
 
     def close(self) -> None:
-        with self._wakeup:
-            self._is_closed = True
-            self._wakeup.notify()
+        self._is_closed = True
+        self._has_mail.set()
         if self._thread is not None:
             self._thread.join()
+            if self._error is None:  # callers still waiting hear that it closed
+                self._fail_all(EngineClosedError("the engine was closed"))
 
     def __enter__(self) -> LLM:
         return self
@@ -175,30 +181,64 @@ class LLM:
 
     # -- the loop thread ----------------------------------------------------------
 
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
-            self._thread.start()
+    def _check_open(self) -> None:
+        if self._is_closed:
+            raise EngineClosedError("the engine is closed")
+        if self._error is not None:
+            raise EngineClosedError(f"the engine loop stopped: {self._error}")
+
+    def _post(self, kind: str, item: Any) -> None:
+        self._inbox.append((kind, item))
+        with self._thread_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
+                self._thread.start()
+        self._has_mail.set()
 
     def _loop(self) -> None:
-        while True:
-            with self._wakeup:
-                while not self.engine.has_work() and not self._is_closed:
-                    self._wakeup.wait()
-                if self._is_closed:
-                    return
-                try:
-                    outputs = self.engine.step()
-                except BaseException as exc:  # noqa: BLE001 - reported to every waiting caller
-                    self._fail_all(exc)
-                    return
-                for out in outputs:
-                    if out.finished:
-                        self._sinks.pop(out.request_id, None)
+        while not self._is_closed:
+            if not self._inbox and not self.engine.has_work():
+                self._has_mail.wait()
+                self._has_mail.clear()
+            try:
+                self._read_inbox()
+                if self.engine.has_work():
+                    for out in self.engine.step():
+                        if out.finished:
+                            self._error_sinks.pop(out.request_id, None)
+            except BaseException as exc:  # noqa: BLE001 - reported to every waiting caller
+                self._fail_all(exc)
+                return
+
+    def _read_inbox(self) -> None:
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "add":
+                request_id, prompt, params, sink, on_error = item
+                self.engine.add_request(prompt, params, sink, request_id=request_id)
+                self._error_sinks[request_id] = on_error or (lambda exc: None)
+            elif kind == "abort":
+                self.engine.abort(item)
+                self._error_sinks.pop(item, None)
+            else:
+                item.put(self.engine.scheduler.block_manager.reset_prefix_cache())
 
     def _fail_all(self, exc: BaseException) -> None:
         self._error = exc
-        for request_id, on_error in list(self._sinks.items()):
-            on_error(exc)  # type: ignore[arg-type]
-            self.engine.requests.pop(request_id, None)
-        self._sinks.clear()
+        self._read_inbox_for_failure()
+        for on_error in self._error_sinks.values():
+            try:
+                on_error(exc)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001, S110 - that caller is gone already
+                pass
+        self._error_sinks.clear()
+        self.engine.requests.clear()
+
+    def _read_inbox_for_failure(self) -> None:
+        """Requests posted after the failure still hear about it."""
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "add" and item[4] is not None:
+                self._error_sinks[item[0]] = item[4]
+            elif kind == "reset":
+                item.put(False)

@@ -7,6 +7,7 @@ thread-safe; `LLM` drives it from one loop thread.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from model_runtime.engine.sequence import Sequence
 from model_runtime.tokenizer import IncrementalDecoder, KimiTokenizer
 
 OutputSink = Callable[[RequestOutput], None]
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -45,9 +47,10 @@ class LLMEngine:
         self.stats = EngineStats()
         self._next_id = 0
 
-    def add_request(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink | None = None) -> int:
-        self._validate(prompt_token_ids, params)
-        request_id, self._next_id = self._next_id, self._next_id + 1
+    def add_request(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink | None = None, *, request_id: int | None = None) -> int:
+        self.validate(prompt_token_ids, params)
+        if request_id is None:
+            request_id, self._next_id = self._next_id, self._next_id + 1
         seq = Sequence(request_id, list(prompt_token_ids), params)
         decoder = IncrementalDecoder(self.tokenizer) if self.tokenizer else None
         holdback = max((len(s) for s in params.stop), default=1) - 1
@@ -72,7 +75,8 @@ class LLMEngine:
             self.scheduler.finish(request.seq, "abort")
             self.runner.sampler.forget(request_id)
 
-    def _validate(self, prompt: list[int], params: SamplingParams) -> None:
+    def validate(self, prompt: list[int], params: SamplingParams) -> None:
+        """Raises `InvalidRequestError` for a request this engine cannot serve."""
         config = self.scheduler.config
         if not prompt:
             raise InvalidRequestError("the prompt is empty")
@@ -152,5 +156,9 @@ class LLMEngine:
             del self.requests[seq.seq_id]
             self.runner.sampler.forget(seq.seq_id)
         if request.sink is not None:
-            request.sink(output)
+            try:
+                request.sink(output)
+            except Exception:  # noqa: BLE001 - a caller gone away (closed event loop) must not stop the engine
+                logger.warning("request %d: its output sink failed; aborting it", seq.seq_id, exc_info=True)
+                self.abort(seq.seq_id)
         return output

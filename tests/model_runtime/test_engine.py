@@ -135,3 +135,23 @@ def test_a_failing_model_fails_waiting_callers_and_closes_the_engine(model: ToyM
             llm.generate([[1, 2, 3]], GREEDY)
         with pytest.raises(EngineClosedError):
             llm.generate([[1, 2, 3]], GREEDY)
+
+
+def test_a_stream_left_early_is_aborted_and_others_finish(model: ToyModel) -> None:
+    long = SamplingParams(temperature=0, max_tokens=50, ignore_eos=True)
+
+    async def leave_early(llm: LLM) -> None:
+        async for _ in llm.stream([1, 2, 3], long):
+            break
+
+    async def main(llm: LLM) -> list[int]:
+        await leave_early(llm)
+        tokens: list[int] = []
+        async for out in llm.stream([4, 5, 6], GREEDY):
+            tokens.extend(out.delta_token_ids)
+        return tokens
+
+    with make_llm(model) as llm:
+        tokens = asyncio.run(main(llm))
+        assert llm.stats.num_generated_tokens < 50 + 8
+    assert tokens == greedy_reference(model, [4, 5, 6], 8)
