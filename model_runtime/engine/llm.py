@@ -113,8 +113,11 @@ class LLM:
         per_prompt = list(params) if isinstance(params, Sequence) else [params or SamplingParams()] * len(prompts)
         if len(per_prompt) != len(prompts):
             raise InvalidRequestError(f"{len(per_prompt)} sampling params for {len(prompts)} prompts")
+        encoded = [self.encode_prompt(p) for p in prompts]
+        for prompt_ids, sp in zip(encoded, per_prompt):  # all or nothing: validate before submitting
+            self.engine.validate(prompt_ids, sp)
         done: queue.Queue[RequestOutput | BaseException] = queue.Queue()
-        ids = [self.submit(self.encode_prompt(p), sp, lambda out: out.finished and done.put(out), on_error=done.put) for p, sp in zip(prompts, per_prompt)]
+        ids = [self.submit(p, sp, lambda out: out.finished and done.put(out), on_error=done.put) for p, sp in zip(encoded, per_prompt)]
         results: dict[int, RequestOutput] = {}
         while len(results) < len(ids):
             item = done.get()
