@@ -1,1 +1,1 @@
-"""Model backends: each implements `swarm.model.ChatModel`."""
+"""Model backends behind `swarm.model.ChatModel`, and the retry layer that wraps any of them."""

@@ -91,13 +91,18 @@ class LocalChatModel:
 async def open_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None) -> LocalChatModel:
     """Loads the checkpoint (in a worker thread) into an engine shared by all callers of
     the returned model; raises `ModelSpecError` when the folder cannot be served."""
+    return await anyio.to_thread.run_sync(lambda: load_local_model(checkpoint_dir, model_name=model_name, temperature=temperature, max_tokens=max_tokens))
+
+
+def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None) -> LocalChatModel:
+    """`open_local_model` for callers outside an event loop (a CLI before its run); blocks."""
     path = Path(checkpoint_dir).expanduser()
     if not (path / "config.json").is_file():
         raise ModelSpecError(f"local:{checkpoint_dir}: no config.json there (make a test checkpoint with `swarm model init-tiny DIR`)")
     if not (path / "tiktoken.model").is_file():
         raise ModelSpecError(f"local:{checkpoint_dir}: no tiktoken.model there; the chat format needs the tokenizer")
     try:
-        llm = await anyio.to_thread.run_sync(_load, path)
+        llm = _load(path)
     except (RuntimeEngineError, OSError, ValueError) as exc:
         raise ModelSpecError(f"local:{checkpoint_dir}: cannot load the checkpoint: {exc}") from exc
     return LocalChatModel(llm, model_name=model_name or path.resolve().name, temperature=temperature, max_tokens=max_tokens)

@@ -10,7 +10,7 @@ import pytest
 
 from model_runtime.init_tiny import init_tiny
 from model_runtime.tool_parser import parse_completion
-from swarm.backends.local import LocalChatModel, open_local_model, to_kimi_dict, to_message
+from swarm.backends.local import LocalChatModel, load_local_model, open_local_model, to_kimi_dict, to_message
 from swarm.errors import ModelSpecError
 from swarm.messages import Message, ToolCall, ToolSpec
 from swarm.model import CallContext
@@ -68,6 +68,16 @@ async def test_unloadable_checkpoint_is_a_model_spec_error(tmp_path: Path) -> No
     (tmp_path / "tiktoken.model").write_text("")
     with pytest.raises(ModelSpecError, match="cannot load"):
         await open_local_model(str(tmp_path), model_name=None, temperature=1.0, max_tokens=None)
+
+
+def test_sync_loader_outside_an_event_loop(checkpoint: Path) -> None:
+    model = load_local_model(str(checkpoint), model_name=None, temperature=0.0, max_tokens=3)
+    try:
+        assert model.name == checkpoint.name
+        response = anyio.run(model.complete, MESSAGES, [], CallContext(agent_id="a", agent_name="w", role="orchestrator"))
+        assert response.usage.output_tokens <= 3
+    finally:
+        model.llm.close()
 
 
 def test_kimi_tool_calls_become_swarm_tool_calls() -> None:
