@@ -81,11 +81,11 @@ def write_tiny_tokenizer(directory: str | Path, vocab_size: int) -> None:
     if num_base < 256:
         raise ValueError(f"vocab_size must be at least {256 + NUM_RESERVED_SPECIAL_TOKENS}, got {vocab_size}")
     ranks = train_bpe(_CORPUS, num_base - 256)
-    # Pad with unused multi-byte tokens if the corpus ran out of merges.
+    # The corpus runs out of merges: pad with pronounceable pseudo-words, so a random
+    # model's output reads as words rather than control bytes.
     filler = 0
     while len(ranks) < num_base:
-        token = b"\xff\xfe" + filler.to_bytes(4, "big")
-        ranks.setdefault(token, len(ranks))
+        ranks.setdefault(_pseudo_word(filler).encode(), len(ranks))
         filler += 1
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
@@ -104,3 +104,14 @@ def write_tiny_tokenizer(directory: str | Path, vocab_size: int) -> None:
         "added_tokens_decoder": decoder,
     }
     (root / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+
+
+def _pseudo_word(n: int) -> str:
+    consonants, vowels = "bdfgklmnprstvz", "aeiou"
+    syllables = []
+    while True:
+        n, i = divmod(n, len(consonants) * len(vowels))
+        syllables.append(consonants[i // len(vowels)] + vowels[i % len(vowels)])
+        if n == 0:
+            return " " + "".join(syllables)
+        n -= 1
