@@ -1,5 +1,6 @@
 """The OpenAI-compatible HTTP server around an `LLM`: `/v1/chat/completions`,
-`/v1/completions`, `/v1/models`, `/health`, with an optional bearer token.
+`/v1/completions`, `/v1/models`, `/health`, `/stats` (engine counters, prefix-cache hit
+rate), with an optional bearer token.
 
 Every request streams from the engine's shared loop, so concurrent clients are
 batched together. Tool calls are parsed from Kimi's token format; `tool_choice`
@@ -10,6 +11,7 @@ no rate limits, one API key.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -65,6 +67,12 @@ def create_app(llm: LLM, *, model_name: str, api_key: str | None = None) -> Any:
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
+
+    @app.get("/stats", dependencies=[Depends(check_key)])
+    async def stats() -> dict[str, Any]:
+        """Engine counters since start, the prefix cache's hit rate among them."""
+        counters = llm.stats
+        return {**dataclasses.asdict(counters), "prefix_cache_hit_rate": counters.prefix_cache_hit_rate}
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def models() -> dict[str, Any]:

@@ -110,3 +110,5 @@ def test_bearer_token_is_required(base_url: str) -> None:
     with pytest.raises(openai.AuthenticationError):
         bad.models.list()
     assert httpx.get(f"{base_url}/health").json() == {"status": "ok"}
+    stats = httpx.get(f"{base_url}/stats", headers={"Authorization": f"Bearer {API_KEY}"}).json()
+    assert stats["num_requests"] > 0 and 0 <= stats["prefix_cache_hit_rate"] <= 1
