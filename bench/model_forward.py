@@ -12,6 +12,7 @@ in memory (no checkpoint files); the INT4 model is the bf16 one passed through
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import torch
@@ -54,22 +55,18 @@ def resident_bytes(model: torch.nn.Module) -> int:
     return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
-def time_forward(model: torch.nn.Module, prompt_len: int, repeats: int) -> tuple[float, float]:
-    """Best-of-`repeats` seconds (the least disturbed by other load on the box) for a
-    prefill of `prompt_len` tokens and for one decode step after it."""
-    ids = torch.randint(0, model.config.vocab_size, (prompt_len + 1,), generator=torch.Generator().manual_seed(1))
-    prefill_s, decode_s = [], []
-    for _ in range(repeats + 1):  # the first round warms up
-        cache = DenseLatentCache(model.config.num_hidden_layers)
-        cache.set_batch([0], [prompt_len])
-        start = time.perf_counter()
-        model.forward_tokens(ids[:prompt_len], torch.arange(prompt_len), cache, torch.tensor([prompt_len - 1]))
-        prefill_s.append(time.perf_counter() - start)
-        cache.set_batch([0], [1])
-        start = time.perf_counter()
-        model.forward_tokens(ids[prompt_len:], torch.tensor([prompt_len]), cache)
-        decode_s.append(time.perf_counter() - start)
-    return min(prefill_s[1:]), min(decode_s[1:])
+def time_forward(model: torch.nn.Module, ids: torch.Tensor) -> tuple[float, float]:
+    """Seconds for a prefill of all but the last token of `ids`, and for one decode step after it."""
+    prompt_len = ids.shape[0] - 1
+    cache = DenseLatentCache(model.config.num_hidden_layers)
+    cache.set_batch([0], [prompt_len])
+    start = time.perf_counter()
+    model.forward_tokens(ids[:prompt_len], torch.arange(prompt_len), cache, torch.tensor([prompt_len - 1]))
+    prefill_s = time.perf_counter() - start
+    cache.set_batch([0], [1])
+    start = time.perf_counter()
+    model.forward_tokens(ids[prompt_len:], torch.tensor([prompt_len]), cache)
+    return prefill_s, time.perf_counter() - start
 
 
 def main() -> None:
@@ -88,12 +85,20 @@ def main() -> None:
         f"{config.num_attention_heads} heads, 64 experts x {config.moe_intermediate_size} (top 6) + 2 shared, "
         f"vocab {config.vocab_size}; prompt {args.prompt_len} tokens, {args.threads} threads"
     )
-    model = random_model(config)
+    models = {"bf16": random_model(config)}
+    models["int4"] = quantize_experts_int4(copy.deepcopy(models["bf16"]))
+    ids = torch.randint(0, config.vocab_size, (args.prompt_len + 1,), generator=torch.Generator().manual_seed(1))
+    timings: dict[str, list[tuple[float, float]]] = {label: [] for label in models}
+    for round_idx in range(args.repeats + 1):  # alternate, so both see the same background load; round 0 warms up
+        for label, model in models.items():
+            if round_idx:
+                timings[label].append(time_forward(model, ids))
+            else:
+                time_forward(model, ids)
     results = {}
-    for label in ("bf16", "int4"):
-        if label == "int4":
-            model = quantize_experts_int4(model)
-        prefill, decode = time_forward(model, args.prompt_len, args.repeats)
+    for label, model in models.items():
+        # best of the repeats: the run least disturbed by other load on the box
+        prefill, decode = min(t[0] for t in timings[label]), min(t[1] for t in timings[label])
         results[label] = (prefill, decode, resident_bytes(model))
         print(
             f"{label:>5}: prefill {prefill * 1e3:8.1f} ms ({args.prompt_len / prefill:7.1f} tok/s)  "
