@@ -51,3 +51,15 @@ def test_int4_checkpoint_generates_text(tmp_path: Path) -> None:
     with LLM(tmp_path, dtype=torch.float32, config=EngineConfig(num_kv_blocks=64)) as llm:
         out = llm.generate(["Hello world"], SamplingParams(temperature=0, max_tokens=4, ignore_eos=True))[0]
     assert len(out.token_ids) == 4 and isinstance(out.text, str)
+
+
+def test_greedy_is_the_same_alone_and_batched_with_chunked_prefill(checkpoint: Path) -> None:
+    gen = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 700, (n,), generator=gen).tolist() for n in (19, 3, 40)]
+    params = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True)
+    with LLM(checkpoint, dtype=torch.float32, config=EngineConfig(block_size=4, num_kv_blocks=128)) as llm:
+        alone = [llm.generate([p], params)[0].token_ids for p in prompts]
+    chunked = EngineConfig(block_size=4, num_kv_blocks=128, max_num_batched_tokens=8, enable_prefix_caching=False)
+    with LLM(checkpoint, dtype=torch.float32, config=chunked) as llm:
+        batched = [o.token_ids for o in llm.generate(prompts, params)]
+    assert batched == alone
