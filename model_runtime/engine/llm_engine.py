@@ -118,19 +118,17 @@ class LLMEngine:
         is_stop_token = seq.finish_reason == "stop" and (token in seq.params.stop_token_ids or token in self.eos_token_ids)
         if request.decoder is None or request.stopped_by_string:
             return
+        num_old_chars = len(request.text)
         if not is_stop_token:
             request.text += request.decoder.push(token)
         if seq.is_finished:
             request.text += request.decoder.flush()
-        for stop in seq.params.stop:
-            index = request.text.find(stop, max(0, len(request.text) - len(stop) - 16))
-            if index == -1:
-                index = request.text.find(stop)
-            if index != -1:
-                request.text = request.text[:index]
-                request.stopped_by_string = True
-                self.scheduler.finish(seq, "stop")
-                break
+        # Earlier text was searched already: only a match reaching into the new text is new.
+        found = [i for stop in seq.params.stop if (i := request.text.find(stop, max(0, num_old_chars - len(stop) + 1))) != -1]
+        if found:
+            request.text = request.text[: min(found)]
+            request.stopped_by_string = True
+            self.scheduler.finish(seq, "stop")
 
     def _emit(self, request: _Request) -> RequestOutput | None:
         seq = request.seq
