@@ -129,6 +129,7 @@ class LLMEngine:
             request.text = request.text[: min(found)]
             request.stopped_by_string = True
             self.scheduler.finish(seq, "stop")
+            seq.finish_reason = "stop"  # also when its length ran out on this very token
 
     def _emit(self, request: _Request) -> RequestOutput | None:
         seq = request.seq
