@@ -11,17 +11,22 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from model_runtime.config import ModelConfig
+    from model_runtime.engine.llm import LLM, EngineConfig
+    from model_runtime.engine.sampling_params import SamplingParams
     from model_runtime.layers.latent_cache import DenseLatentCache
     from model_runtime.layers.mla import LatentAttention
     from model_runtime.loader import load_model
 
-__all__ = ["DenseLatentCache", "LatentAttention", "ModelConfig", "load_model"]
+__all__ = ["LLM", "DenseLatentCache", "EngineConfig", "LatentAttention", "ModelConfig", "SamplingParams", "load_model"]
 
 _LAZY = {
     "load_model": "model_runtime.loader",
     "ModelConfig": "model_runtime.config",
     "DenseLatentCache": "model_runtime.layers.latent_cache",
     "LatentAttention": "model_runtime.layers.mla",
+    "LLM": "model_runtime.engine.llm",
+    "EngineConfig": "model_runtime.engine.llm",
+    "SamplingParams": "model_runtime.engine.sampling_params",
 }
 
 

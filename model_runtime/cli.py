@@ -95,3 +95,41 @@ def quantize(
 
         quantize_checkpoint(src, dst, group_size=group_size)
     typer.echo(f"wrote {dst}")
+
+
+@model_app.command("init-tiny")
+def init_tiny_command(
+    directory: Path = typer.Argument(..., help="Folder to write the checkpoint into (created; must be empty)."),
+    int4: bool = typer.Option(False, "--int4", help="Store routed experts as INT4 (compressed-tensors), as Kimi K2.5 ships them."),
+    seed: int = typer.Option(0, help="Seed of the random weights."),
+) -> None:
+    """Write a tiny random Kimi-format checkpoint with its tokenizer (for tests and demos)."""
+    if directory.exists() and any(directory.iterdir()):
+        typer.echo(f"error: {directory} exists and is not empty", err=True)
+        raise typer.Exit(2)
+    with _fail_on_bad_input():
+        from model_runtime.init_tiny import init_tiny
+
+        init_tiny(directory, int4=int4, seed=seed)
+    typer.echo(f"wrote {directory}")
+
+
+def serve_command(
+    model: Path = typer.Option(..., "--model", help="Checkpoint folder (config.json, safetensors, tiktoken.model)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8000, help="TCP port."),
+    api_key: str | None = typer.Option(None, "--api-key", envvar="SWARM_SERVE_API_KEY", help="Require this bearer token."),
+    model_name: str | None = typer.Option(None, "--model-name", help="Name served in /v1/models (default: the folder's name)."),
+    dtype: str | None = typer.Option(None, help=f"{', '.join(_DTYPES)} (default: bfloat16 on GPU, float32 on CPU)."),
+) -> None:
+    """Serve a checkpoint over an OpenAI-compatible HTTP API (mount as `swarm serve`)."""
+    if dtype is not None and dtype not in _DTYPES:
+        typer.echo(f"error: --dtype must be one of {', '.join(_DTYPES)}", err=True)
+        raise typer.Exit(2)
+    if not (model / "config.json").is_file():
+        typer.echo(f"error: {model} has no config.json", err=True)
+        raise typer.Exit(2)
+    with _fail_on_bad_input():
+        from model_runtime.server import serve
+
+        serve(str(model), host=host, port=port, api_key=api_key, model_name=model_name, dtype=dtype)

@@ -1,0 +1,14 @@
+"""The serving engine: many requests, one model, shared steps.
+
+Four parts with one job each, as in nano-vllm:
+
+    llm.py         LLM: the user-facing API (generate, async stream) and the loop thread
+    llm_engine.py  LLMEngine.step(): schedule, run, advance, emit
+    scheduler.py   which sequences run this step and how many tokens each (no torch)
+    block_manager  the paged latent cache's blocks and the prefix cache (no torch)
+    runner.py      tensors for a step, the model forward, the sampler
+    paged_attention.py  MLA's absorbed attention over the paged latent cache
+
+Shape legend: N new tokens in a step, S sequences, H heads, C kv_lora_rank,
+R qk_rope_head_dim, L context length, M sampled sequences, V vocabulary.
+"""

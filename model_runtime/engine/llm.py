@@ -1,0 +1,247 @@
+"""`LLM`: the engine as users see it, sync `generate` and async `stream`.
+
+One loop thread owns the `LLMEngine` and steps it while any request is live; callers
+on any thread post requests and aborts to its inbox (validated first, so bad
+requests fail in the caller) and receive outputs through per-request sinks, so
+requests from many agents or HTTP clients share each step's batch and no caller ever
+waits for a step to finish. The loop thread starts on first use; `close()` stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import queue
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model_runtime.engine.block_manager import BlockManager
+from model_runtime.engine.errors import EngineClosedError, EngineError, InvalidRequestError
+from model_runtime.engine.llm_engine import LLMEngine, OutputSink
+from model_runtime.engine.outputs import EngineStats, RequestOutput
+from model_runtime.engine.runner import CacheShape, ModelRunner
+from model_runtime.engine.sampling_params import SamplingParams
+from model_runtime.engine.scheduler import Scheduler, SchedulerConfig
+from model_runtime.tokenizer import KimiTokenizer
+
+Prompt = str | Sequence[int]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    block_size: int = 16
+    num_kv_blocks: int | None = None  # None: from kv_cache_bytes (CPU) or free GPU memory
+    kv_cache_bytes: int = 1 << 30
+    gpu_memory_utilization: float = 0.9  # share of the free GPU memory the cache takes
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int | None = None  # None: the model's max_position_embeddings, at most 32768
+    enable_prefix_caching: bool = True
+    seed: int | None = None
+
+
+class LLM:
+    def __init__(self, path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: str = "cpu", tensor_parallel_size: int = 1, config: EngineConfig | None = None) -> None:
+        if tensor_parallel_size != 1:
+            raise EngineError("tensor_parallel_size > 1 is not supported by this engine yet")
+        from model_runtime import load_model  # the model issue's loader; heavy, so late
+
+        model = load_model(path, dtype=dtype, device=device)
+        tokenizer = KimiTokenizer.from_dir(path) if (Path(path) / "tiktoken.model").is_file() else None
+        self._setup(model, tokenizer, config or EngineConfig(), dtype=dtype, device=torch.device(device))
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, tokenizer: KimiTokenizer | None, config: EngineConfig | None = None, *, dtype: torch.dtype = torch.float32, device: str = "cpu") -> LLM:
+        """An engine around an already-built model (tests, benchmarks, custom loaders)."""
+        llm = cls.__new__(cls)
+        llm._setup(model, tokenizer, config or EngineConfig(), dtype=dtype, device=torch.device(device))
+        return llm
+
+    def _setup(self, model: torch.nn.Module, tokenizer: KimiTokenizer | None, config: EngineConfig, *, dtype: torch.dtype, device: torch.device) -> None:
+        model_config = model.config
+        entry_dim = model_config.kv_lora_rank + model_config.qk_rope_head_dim
+        shape = CacheShape(model_config.num_hidden_layers, 0, config.block_size, entry_dim)
+        cache_bytes = config.kv_cache_bytes
+        if device.type == "cuda" and config.num_kv_blocks is None:
+            free_bytes, _ = torch.cuda.mem_get_info(device)
+            cache_bytes = int(free_bytes * config.gpu_memory_utilization)
+        num_blocks = config.num_kv_blocks or max(1, cache_bytes // (shape.bytes_per_block * dtype.itemsize))
+        shape = CacheShape(shape.num_layers, num_blocks, config.block_size, entry_dim)
+        max_model_len = config.max_model_len or min(getattr(model_config, "max_position_embeddings", 32768), 32768)
+        self.config = config
+        self.tokenizer = tokenizer
+        eos = {t for t in (tokenizer.eos_token_id, tokenizer.token_id("<|im_end|>")) if t is not None} if tokenizer else set()
+        scheduler = Scheduler(
+            SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, max_model_len),
+            BlockManager(num_blocks, config.block_size, config.enable_prefix_caching),
+        )
+        runner = ModelRunner(model, shape, dtype=dtype, device=device, seed=config.seed)
+        self.engine = LLMEngine(scheduler, runner, tokenizer, frozenset(eos))
+        self._thread_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._inbox: deque[tuple[str, Any]] = deque()  # ("add", request) | ("abort", id) | ("reset", reply queue)
+        self._has_mail = threading.Event()
+        self._request_ids = itertools.count()
+        self._error_sinks: dict[int, OutputSink] = {}  # owned by the loop thread
+        self._error: BaseException | None = None
+        self._is_closed = False
+
+    # -- public API ---------------------------------------------------------------
+
+    @property
+    def stats(self) -> EngineStats:
+        return self.engine.stats
+
+    def encode_prompt(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InvalidRequestError("string prompts need a tokenizer; this checkpoint has none")
+            return self.tokenizer.encode(prompt)
+        return [int(t) for t in prompt]
+
+    def generate(self, prompts: Prompt | Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None = None) -> list[RequestOutput]:
+        """Runs every prompt to completion in shared batches; one output per prompt, in
+        order. `params` is one for all prompts or one per prompt."""
+        if isinstance(prompts, str) or (prompts and isinstance(prompts[0], int)):
+            prompts = [prompts]  # type: ignore[list-item]
+        per_prompt = list(params) if isinstance(params, Sequence) else [params or SamplingParams()] * len(prompts)
+        if len(per_prompt) != len(prompts):
+            raise InvalidRequestError(f"{len(per_prompt)} sampling params for {len(prompts)} prompts")
+        encoded = [self.encode_prompt(p) for p in prompts]
+        for prompt_ids, sp in zip(encoded, per_prompt):  # all or nothing: validate before submitting
+            self.engine.validate(prompt_ids, sp)
+        done: queue.Queue[RequestOutput | BaseException] = queue.Queue()
+        ids = [self.submit(p, sp, lambda out: out.finished and done.put(out), on_error=done.put) for p, sp in zip(encoded, per_prompt)]
+        results: dict[int, RequestOutput] = {}
+        while len(results) < len(ids):
+            item = done.get()
+            if isinstance(item, BaseException):
+                raise EngineClosedError(f"the engine loop stopped: {item}") from item
+            results[item.request_id] = item
+        return [results[i] for i in ids]
+
+    async def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> AsyncIterator[RequestOutput]:
+        """Yields an output per step that produced something, the last one `finished`."""
+        loop = asyncio.get_running_loop()
+        outputs: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+        request_id = self.submit(
+            self.encode_prompt(prompt),
+            params or SamplingParams(),
+            lambda out: loop.call_soon_threadsafe(outputs.put_nowait, out),
+            on_error=lambda exc: loop.call_soon_threadsafe(outputs.put_nowait, exc),
+        )
+        is_finished = False
+        try:
+            while not is_finished:
+                item = await outputs.get()
+                if isinstance(item, BaseException):
+                    raise EngineClosedError(f"the engine loop stopped: {item}") from item
+                is_finished = item.finished
+                yield item
+        finally:
+            if not is_finished:
+                self.abort(request_id)
+
+    def submit(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink, *, on_error: OutputSink | None = None) -> int:
+        """Posts a request; `sink` gets its outputs on the loop thread (keep it quick),
+        `on_error` the exception if the loop dies first. Raises on a bad request."""
+        self._check_open()
+        self.engine.validate(prompt_token_ids, params)
+        request_id = next(self._request_ids)
+        self._post("add", (request_id, list(prompt_token_ids), params, sink, on_error))
+        self._check_open()  # the loop may have died or closed while we posted
+        return request_id
+
+    def abort(self, request_id: int) -> None:
+        if not self._is_closed:
+            self._post("abort", request_id)
+
+    def reset_prefix_cache(self) -> bool:
+        """Drops the prefix cache (benchmarks, weight reloads); False while requests run."""
+        reply: queue.Queue[bool] = queue.Queue()
+        self._post("reset", reply)
+        return reply.get()
+
+    def close(self) -> None:
+        self._is_closed = True
+        self._has_mail.set()
+        if self._thread is not None:
+            self._thread.join()
+            if self._error is None:  # callers still waiting hear that it closed
+                self._fail_all(EngineClosedError("the engine was closed"))
+
+    def __enter__(self) -> LLM:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the loop thread ----------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._is_closed:
+            raise EngineClosedError("the engine is closed")
+        if self._error is not None:
+            raise EngineClosedError(f"the engine loop stopped: {self._error}")
+
+    def _post(self, kind: str, item: Any) -> None:
+        self._inbox.append((kind, item))
+        with self._thread_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, name="llm-engine", daemon=True)
+                self._thread.start()
+        self._has_mail.set()
+
+    def _loop(self) -> None:
+        while not self._is_closed:
+            if not self._inbox and not self.engine.has_work():
+                self._has_mail.wait()
+                self._has_mail.clear()
+            try:
+                self._read_inbox()
+                if self.engine.has_work():
+                    for out in self.engine.step():
+                        if out.finished:
+                            self._error_sinks.pop(out.request_id, None)
+            except BaseException as exc:  # noqa: BLE001 - reported to every waiting caller
+                self._fail_all(exc)
+                return
+
+    def _read_inbox(self) -> None:
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "add":
+                request_id, prompt, params, sink, on_error = item
+                self.engine.add_request(prompt, params, sink, request_id=request_id)
+                self._error_sinks[request_id] = on_error or (lambda exc: None)
+            elif kind == "abort":
+                self.engine.abort(item)
+                self._error_sinks.pop(item, None)
+            else:
+                item.put(self.engine.scheduler.block_manager.reset_prefix_cache())
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._error = exc
+        self._read_inbox_for_failure()
+        for on_error in self._error_sinks.values():
+            try:
+                on_error(exc)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001, S110 - that caller is gone already
+                pass
+        self._error_sinks.clear()
+        self.engine.requests.clear()
+
+    def _read_inbox_for_failure(self) -> None:
+        """Requests posted after the failure still hear about it."""
+        while self._inbox:
+            kind, item = self._inbox.popleft()
+            if kind == "add" and item[4] is not None:
+                self._error_sinks[item[0]] = item[4]
+            elif kind == "reset":
+                item.put(False)
