@@ -2,6 +2,8 @@
 
     swarm run TASK.toml [--model SPEC] [--json] [--db PATH] [limit flags]
     swarm runs list | swarm runs show RUN_ID [--json]
+    swarm serve --model DIR [--host H] [--port P]
+    swarm model init-tiny DIR [--int4] | info DIR | quantize SRC DST
 
 Exit codes: 0 succeeded, 1 failed or over budget, 2 bad input, 130 cancelled. A user
 mistake prints one line naming the file, flag or field and the problem; no traceback.
@@ -25,6 +27,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from model_runtime.cli import model_app, serve_command
 from storage.errors import StorageError
 from storage.store import TraceStore, default_db_path
 from swarm.backends.retry import AdaptiveLimiter, RetryingModel, RetryPolicy
@@ -51,6 +54,9 @@ app = typer.Typer(
 )
 runs_app = typer.Typer(help="Browse recorded runs.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+# The embedded runtime's own commands; their modules import torch only inside commands.
+app.add_typer(model_app, name="model", help="Make, inspect and quantize Kimi-format checkpoints.")
+app.command("serve", help="Serve a checkpoint as an OpenAI-compatible endpoint.")(serve_command)
 
 DbOption = Annotated[Path | None, typer.Option("--db", help="Trace database (default $SWARM_HOME/traces.db).")]
 
@@ -117,7 +123,14 @@ def build_model(spec: ModelSpec, task: TaskFile, model_name: str | None) -> tupl
             max_tokens=section.max_tokens, stream=section.stream,
         )
         return model, [api_key] if api_key else []
-    raise ModelSpecError("local: the embedded model runtime is not available yet; use openai:<base_url>")
+    from swarm.backends.local import load_local_model  # imports torch: only for local:
+
+    model = load_local_model(
+        spec.target, model_name=model_name or section.name,
+        temperature=section.temperature if section.temperature is not None else 1.0,
+        max_tokens=section.max_tokens,
+    )
+    return model, []
 
 
 async def _run_with_signals(coordinator: Coordinator) -> Any:

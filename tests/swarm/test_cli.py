@@ -171,3 +171,17 @@ def test_a_killed_run_keeps_what_was_committed(tmp_path: Path) -> None:
     assert run.status == "running"  # it never finished, but everything up to the kill is there
     assert [a.name for a in store.agents(run.id)] == ["orchestrator", "worker", "worker"]
     assert [c.tool for c in store.tool_calls(run.id)][:1] == ["create_subagent"]
+
+
+def test_local_spec_runs_the_embedded_engine_from_the_cli(tmp_path: Path) -> None:
+    made = swarm("model", "init-tiny", str(tmp_path / "tiny"))
+    assert made.returncode == 0, made.stderr
+    task = write_task(tmp_path / "t.toml", '[task]\nprompt = "hello"\nmode = "single"\n[model]\nmax_tokens = 8\n')
+    result = swarm("run", str(task), "--model", f"local:{tmp_path / 'tiny'}", "--json", "--db", str(tmp_path / "t.db"), "--max-tool-calls", "3")
+    summary = json.loads(result.stdout)
+    assert summary["status"] in {"succeeded", "budget_exceeded"}, result.stderr  # a random model may call tools
+    assert summary["usage"]["output_tokens"] > 0
+
+    missing = swarm("run", str(task), "--model", f"local:{tmp_path / 'nope'}", "--db", str(tmp_path / "t.db"))
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: ") and "Traceback" not in missing.stderr
