@@ -12,6 +12,7 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +36,27 @@ def default_db_path() -> Path:
 
 @dataclass
 class WriteBatch:
-    """Rows to insert and fields to update, applied in one transaction."""
+    """Rows to insert and fields to update, applied in one transaction.
+
+    An update of a row inserted in the same batch is folded into the insert, so a short
+    tool call costs one row write, not an insert and an update.
+    """
 
     inserts: dict[type[SQLModel], list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     updates: list[tuple[type[SQLModel], Any, dict[str, Any]]] = field(default_factory=list)
+    _pending: dict[tuple[type[SQLModel], Any], dict[str, Any]] = field(default_factory=dict)
 
     def insert(self, table: type[SQLModel], **values: Any) -> None:
         self.inserts[table].append(values)
+        if "id" in values:
+            self._pending[(table, values["id"])] = values
 
     def update(self, table: type[SQLModel], key: Any, **values: Any) -> None:
-        self.updates.append((table, key, values))
+        pending = self._pending.get((table, key))
+        if pending is not None:
+            pending.update(values)
+        else:
+            self.updates.append((table, key, values))
 
     def __bool__(self) -> bool:
         return bool(self.updates) or any(self.inserts.values())
@@ -99,16 +111,20 @@ class TraceStore:
         try:
             with self.engine.begin() as conn:
                 for table in _INSERT_ORDER:
-                    rows = batch.inserts.get(table)
-                    if rows:
+                    # executemany needs one set of columns: rows whose updates were folded
+                    # in carry more of them than rows still in flight.
+                    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+                    for row in batch.inserts.get(table, ()):
+                        by_columns[tuple(row)].append(row)
+                    for rows in by_columns.values():
                         conn.execute(insert(table), rows)
-                for table, key, values in batch.updates:
-                    conn.execute(
-                        update(table).where(table.id == bindparam("_key")).values(
-                            {name: bindparam(name) for name in values}
-                        ),
-                        [{"_key": key, **values}],
+                # Consecutive updates of the same table and fields go as one executemany;
+                # grouping only neighbours keeps the order of updates to any one row.
+                for (table, names), group in groupby(batch.updates, key=lambda u: (u[0], tuple(u[2]))):
+                    statement = update(table).where(table.id == bindparam("_key")).values(
+                        {name: bindparam(name) for name in names}
                     )
+                    conn.execute(statement, [{"_key": key, **values} for _, key, values in group])
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot write to trace database {self.path}: {exc}") from exc
 

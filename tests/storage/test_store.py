@@ -69,3 +69,21 @@ def test_default_path_follows_swarm_home(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert default_db_path() == tmp_path / "traces.db"
     monkeypatch.delenv("SWARM_HOME")
     assert default_db_path() == Path.home() / ".swarm" / "traces.db"
+
+
+def test_updates_fold_into_same_batch_inserts_and_group_by_fields(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "t.db")
+    first = WriteBatch()
+    first.insert(RunRow, id="r1", prompt="p", mode="swarm", model="m", started_at=1.0)
+    for i in range(3):
+        first.insert(ToolCallRow, id=f"c{i}", run_id="r1", agent_id="a", step=1, call_id="x", tool="echo", arguments="{}", started_at=1.0)
+    first.update(ToolCallRow, "c0", status="ok", result="folded", duration_s=0.1)
+    assert first.updates == []  # folded into the insert
+    store.write(first)
+    second = WriteBatch()
+    second.update(ToolCallRow, "c1", status="ok", result="one", duration_s=0.1)
+    second.update(ToolCallRow, "c2", status="error", result=None, duration_s=0.2)
+    second.update(ToolCallRow, "c1", status="ok", result="one, again", duration_s=0.3)  # later wins
+    store.write(second)
+    rows = {c.id: (c.status, c.result) for c in store.tool_calls("r1")}
+    assert rows == {"c0": ("ok", "folded"), "c1": ("ok", "one, again"), "c2": ("error", None)}
