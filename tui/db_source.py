@@ -1,0 +1,147 @@
+"""Reading runs from the trace database: the runs list, and one run polled for new rows.
+
+The database is in WAL mode, so these reads never block a writer in another process
+(`swarm run` in another terminal). `RunPoller.fetch` reads only what is new since its last
+call (rows past a rowid/id mark, plus the few rows still running), so polling a run with
+15,000 tool calls every half second stays cheap. `fetch` is blocking: call it from a thread.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, literal_column, or_
+from sqlmodel import Session, select
+
+from storage.models import AgentRow, MessageRow, ModelCallRow, RunRow, ToolCallRow
+from storage.store import TraceStore
+from tui.run_model import RunModel
+
+# Agents finished within this many seconds before the last poll are read again, so a row
+# committed by another process just around the poll is never missed.
+_FINISH_MARGIN_S = 5.0
+_MAX_IDS_PER_QUERY = 500
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One line of the runs list."""
+
+    id: str
+    prompt: str
+    status: str
+    num_agents: int
+    num_tool_calls: int
+    critical_steps: int | None  # None while running (known at the end)
+    num_tokens: int
+    started_at: float
+    wall_time_s: float | None
+
+
+def list_run_summaries(store: TraceStore, limit: int = 200) -> list[RunSummary]:
+    """Newest first; running runs get live counts from their agent and tool-call rows."""
+    summaries = []
+    rows = store.list_runs(limit)
+    with Session(store.engine) as session:
+        for row in rows:
+            if row.status != "running":
+                summaries.append(RunSummary(
+                    row.id, row.prompt, row.status, row.num_agents, row.num_tool_calls, row.critical_steps,
+                    row.input_tokens + row.output_tokens, row.started_at, row.wall_time_s,
+                ))
+                continue
+            num_agents = session.exec(select(func.count()).select_from(AgentRow).where(AgentRow.run_id == row.id)).one()
+            num_calls = session.exec(select(func.count()).select_from(ToolCallRow).where(ToolCallRow.run_id == row.id)).one()
+            tokens = session.exec(
+                select(func.coalesce(func.sum(ModelCallRow.input_tokens + ModelCallRow.output_tokens), 0))
+                .where(ModelCallRow.run_id == row.id)
+            ).one()
+            summaries.append(RunSummary(
+                row.id, row.prompt, row.status, num_agents, num_calls, None, int(tokens), row.started_at, None,
+            ))
+    return summaries
+
+
+@dataclass
+class PollResult:
+    run: RunRow | None = None
+    agents: list[AgentRow] = field(default_factory=list)
+    model_calls: list[ModelCallRow] = field(default_factory=list)
+    messages: list[MessageRow] = field(default_factory=list)
+    tool_calls: list[ToolCallRow] = field(default_factory=list)
+
+
+class RunPoller:
+    """Reads one run's rows incrementally; `apply` feeds them to a `RunModel`."""
+
+    def __init__(self, store: TraceStore, run_id: str) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.is_finished = False
+        self._agent_mark = 0
+        self._call_mark = 0
+        self._message_mark = 0
+        self._model_call_mark = 0
+        self._running_calls: set[str] = set()
+        self._last_poll_at: float | None = None
+
+    def fetch(self) -> PollResult:
+        """Rows new or changed since the last fetch (all of them the first time)."""
+        rowid = literal_column("rowid")
+        result = PollResult()
+        polled_at = time.time()
+        with Session(self.store.engine) as session:
+            result.run = session.get(RunRow, self.run_id)
+            is_finished = result.run is not None and result.run.status != "running"
+            query = select(AgentRow, rowid).where(AgentRow.run_id == self.run_id)
+            if self._last_poll_at is not None:
+                since = self._last_poll_at - _FINISH_MARGIN_S
+                query = query.where(or_(rowid > self._agent_mark, AgentRow.finished_at >= since))  # type: ignore[operator]
+            for agent, mark in session.exec(query):
+                result.agents.append(agent)
+                self._agent_mark = max(self._agent_mark, mark)
+            calls = list(session.exec(
+                select(ToolCallRow, rowid).where(ToolCallRow.run_id == self.run_id, rowid > self._call_mark)
+            ))
+            running = sorted(self._running_calls)
+            for start in range(0, len(running), _MAX_IDS_PER_QUERY):
+                chunk = running[start : start + _MAX_IDS_PER_QUERY]
+                calls.extend(session.exec(select(ToolCallRow, rowid).where(ToolCallRow.id.in_(chunk))))  # type: ignore[attr-defined]
+            for call, mark in calls:
+                result.tool_calls.append(call)
+                self._call_mark = max(self._call_mark, mark)
+                if call.status == "running":
+                    self._running_calls.add(call.id)
+                else:
+                    self._running_calls.discard(call.id)
+            result.messages = list(session.exec(
+                select(MessageRow).where(MessageRow.run_id == self.run_id, MessageRow.id > self._message_mark)  # type: ignore[operator]
+                .order_by(MessageRow.id)
+            ))
+            if result.messages:
+                self._message_mark = result.messages[-1].id or self._message_mark
+            if not (is_finished and self._last_poll_at is None):  # a finished run's totals are stored
+                result.model_calls = list(session.exec(
+                    select(ModelCallRow).where(ModelCallRow.run_id == self.run_id, ModelCallRow.id > self._model_call_mark)  # type: ignore[operator]
+                    .order_by(ModelCallRow.id)
+                ))
+                if result.model_calls:
+                    self._model_call_mark = result.model_calls[-1].id or self._model_call_mark
+        self._last_poll_at = polled_at
+        self.is_finished = is_finished
+        return result
+
+    @staticmethod
+    def apply(model: RunModel, result: PollResult) -> None:
+        """Feeds fetched rows to the model, parents before children (runs on the UI thread)."""
+        if result.run is not None:
+            model.apply_run_row(result.run)
+        for agent in result.agents:
+            model.apply_agent_row(agent)
+        for model_call in result.model_calls:
+            model.apply_model_call_row(model_call)
+        for message in result.messages:
+            model.apply_message_row(message)
+        for call in result.tool_calls:
+            model.apply_tool_call_row(call)
