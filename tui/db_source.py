@@ -8,19 +8,16 @@ call (rows past a rowid/id mark, plus the few rows still running), so polling a 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
+from typing import Any
 
-from sqlalchemy import func, literal_column, or_
+from sqlalchemy import func, literal_column
 from sqlmodel import Session, select
 
 from storage.models import AgentRow, MessageRow, ModelCallRow, RunRow, ToolCallRow
 from storage.store import TraceStore
 from tui.run_model import RunModel
 
-# Agents finished within this many seconds before the last poll are read again, so a row
-# committed by another process just around the poll is never missed.
-_FINISH_MARGIN_S = 5.0
 _MAX_IDS_PER_QUERY = 500
 
 
@@ -83,54 +80,53 @@ class RunPoller:
         self._call_mark = 0
         self._message_mark = 0
         self._model_call_mark = 0
+        # Rows still running are read again each time (rows past the marks are new ones).
+        self._running_agents: set[str] = set()
         self._running_calls: set[str] = set()
-        self._last_poll_at: float | None = None
+        self._is_first = True
 
     def fetch(self) -> PollResult:
         """Rows new or changed since the last fetch (all of them the first time)."""
-        rowid = literal_column("rowid")
         result = PollResult()
-        polled_at = time.time()
         with Session(self.store.engine) as session:
             result.run = session.get(RunRow, self.run_id)
             is_finished = result.run is not None and result.run.status != "running"
-            query = select(AgentRow, rowid).where(AgentRow.run_id == self.run_id)
-            if self._last_poll_at is not None:
-                since = self._last_poll_at - _FINISH_MARGIN_S
-                query = query.where(or_(rowid > self._agent_mark, AgentRow.finished_at >= since))  # type: ignore[operator]
-            for agent, mark in session.exec(query):
-                result.agents.append(agent)
-                self._agent_mark = max(self._agent_mark, mark)
-            calls = list(session.exec(
-                select(ToolCallRow, rowid).where(ToolCallRow.run_id == self.run_id, rowid > self._call_mark)
-            ))
-            running = sorted(self._running_calls)
-            for start in range(0, len(running), _MAX_IDS_PER_QUERY):
-                chunk = running[start : start + _MAX_IDS_PER_QUERY]
-                calls.extend(session.exec(select(ToolCallRow, rowid).where(ToolCallRow.id.in_(chunk))))  # type: ignore[attr-defined]
-            for call, mark in calls:
-                result.tool_calls.append(call)
-                self._call_mark = max(self._call_mark, mark)
-                if call.status == "running":
-                    self._running_calls.add(call.id)
-                else:
-                    self._running_calls.discard(call.id)
+            result.agents, self._agent_mark = self._new_and_running(session, AgentRow, self._agent_mark, self._running_agents)
+            result.tool_calls, self._call_mark = self._new_and_running(session, ToolCallRow, self._call_mark, self._running_calls)
             result.messages = list(session.exec(
                 select(MessageRow).where(MessageRow.run_id == self.run_id, MessageRow.id > self._message_mark)  # type: ignore[operator]
                 .order_by(MessageRow.id)
             ))
             if result.messages:
                 self._message_mark = result.messages[-1].id or self._message_mark
-            if not (is_finished and self._last_poll_at is None):  # a finished run's totals are stored
+            if not (is_finished and self._is_first):  # a finished run's totals are stored
                 result.model_calls = list(session.exec(
                     select(ModelCallRow).where(ModelCallRow.run_id == self.run_id, ModelCallRow.id > self._model_call_mark)  # type: ignore[operator]
                     .order_by(ModelCallRow.id)
                 ))
                 if result.model_calls:
                     self._model_call_mark = result.model_calls[-1].id or self._model_call_mark
-        self._last_poll_at = polled_at
+        self._is_first = False
         self.is_finished = is_finished
         return result
+
+    def _new_and_running(self, session: Session, table: type[Any], mark: int, running: set[str]) -> tuple[list[Any], int]:
+        """Rows past `mark`, and the rows in `running` again; updates `running` in place."""
+        rowid = literal_column("rowid")
+        pairs = list(session.exec(select(table, rowid).where(table.run_id == self.run_id, rowid > mark)))
+        ids = sorted(running)
+        for start in range(0, len(ids), _MAX_IDS_PER_QUERY):
+            chunk = ids[start : start + _MAX_IDS_PER_QUERY]
+            pairs.extend(session.exec(select(table, rowid).where(table.id.in_(chunk))))
+        rows = []
+        for row, row_mark in pairs:
+            rows.append(row)
+            mark = max(mark, row_mark)
+            if row.status == "running":
+                running.add(row.id)
+            else:
+                running.discard(row.id)
+        return rows, mark
 
     @staticmethod
     def apply(model: RunModel, result: PollResult) -> None:

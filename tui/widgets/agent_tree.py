@@ -23,6 +23,7 @@ from tui.run_model import AgentView, RunModel
 
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 STATUS_ICON = {"succeeded": "✔", "failed": "✘", "cancelled": "■", "budget_exceeded": "▲"}
+STATUS_LABEL = {"budget_exceeded": "over budget"}
 STATUS_STYLE = {
     "running": Style(color="cyan"),
     "succeeded": Style(color="green"),
@@ -137,7 +138,9 @@ class AgentTree(ScrollView, can_focus=True):
         else:
             icon = STATUS_ICON.get(agent.status, "?")
         status_style = base + STATUS_STYLE.get(agent.status, Style())
-        figures = f" {agent.status:<15} {agent.steps:>3} steps"
+        status = STATUS_LABEL.get(agent.status, agent.status)
+        # the name keeps at least a third of the width; the status word goes first
+        figures = f" {status:<11} {agent.steps:>3} steps" if width >= 48 else f" {agent.steps:>3}"
         name_width = max(1, width - len(figures) - 2 * agent.depth - 2)
         name = agent_label(agent)
         name = name if len(name) <= name_width else name[: name_width - 1] + "…"
