@@ -8,6 +8,7 @@ of runs changes, keeping the cursor on the same run.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 from rich.text import Text
@@ -25,6 +26,15 @@ from tui.widgets.tool_calls import format_duration
 
 REFRESH_S = 1.0
 _COLUMNS = ("run", "prompt", "status", "agents", "tool calls", "critical", "tokens", "duration")
+
+
+def display_path(path: Path) -> str:
+    """The database path as a person would type it: relative to here, or from ~."""
+    path = path.resolve()
+    for base, prefix in ((Path.cwd(), ""), (Path.home(), "~/")):
+        if path.is_relative_to(base):
+            return prefix + str(path.relative_to(base))
+    return str(path)
 
 
 def summary_cells(run: RunSummary, now: float) -> tuple[object, ...]:
@@ -63,7 +73,7 @@ class RunsScreen(Screen):
         self.runs: list[RunSummary] = []
 
     def compose(self) -> ComposeResult:
-        yield Static(f"swarm · runs in {self.store.path}", id="title")
+        yield Static(f"swarm · runs in {display_path(self.store.path)}", id="title")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("No runs yet: press n to start one.", id="empty")
         yield Footer()

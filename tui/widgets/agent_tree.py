@@ -140,7 +140,7 @@ class AgentTree(ScrollView, can_focus=True):
         status_style = base + STATUS_STYLE.get(agent.status, Style())
         status = STATUS_LABEL.get(agent.status, agent.status)
         # the name keeps at least a third of the width; the status word goes first
-        figures = f" {status:<11} {agent.steps:>3} steps" if width >= 48 else f" {agent.steps:>3}"
+        figures = f" {status:<11} {agent.steps:>3} steps" if width >= 36 else f" {agent.steps:>3}"
         name_width = max(1, width - len(figures) - 2 * agent.depth - 2)
         name = agent_label(agent)
         name = name if len(name) <= name_width else name[: name_width - 1] + "…"
