@@ -40,7 +40,8 @@ def plain(widget: Static) -> str:
 
 
 def transcript_text(screen: RunScreen) -> str:
-    return "\n".join(plain(child) for child in screen.query_one(Transcript).children)  # type: ignore[arg-type]
+    transcript = screen.query_one(Transcript)
+    return "\n".join(strip.text for strip in transcript.log_view.lines) + plain(transcript.query_one("#streaming", Static))
 
 
 async def test_runs_list_shows_newest_first_with_its_figures(store: TraceStore) -> None:
@@ -88,13 +89,13 @@ async def test_moving_through_agents_shows_each_transcript_and_tool_calls(store:
         assert tree.selected_id == f"{OLD_RUN}.0"
         assert table.row_count == 3 and "All parts are done." in transcript_text(screen)
         await pilot.press("down", "down")
-        await pilot.pause()
+        await pilot.pause(0.2)  # the panes load once the cursor rests
         assert tree.selected_id == f"{OLD_RUN}.2"
         assert table.row_count == 2
         assert "part 1 query 0" in transcript_text(screen)
         assert "Findings" in transcript_text(screen)  # the answer, rendered from Markdown
         await pilot.press("up")
-        await pilot.pause()
+        await pilot.pause(0.2)
         assert "part 0 query 0" in transcript_text(screen)
 
 
@@ -103,6 +104,7 @@ async def test_selecting_a_tool_call_shows_its_details(store: TraceStore) -> Non
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_run(pilot, row=1)
         await pilot.press("down")  # researcher #1
+        await pilot.pause(0.2)
         table = screen.query_one(ToolCallsTable)
         table.focus()
         await pilot.press("down")

@@ -44,7 +44,9 @@ def test_run_view_sub_agent_with_a_tool_call_selected(snap_compare, app: SwarmAp
         await _settle(pilot)
         await pilot.press("down", "enter")
         await _settle(pilot)
-        await pilot.press("down", "down", "tab", "tab", "down")
+        await pilot.press("down", "down")
+        await _settle(pilot)
+        await pilot.press("tab", "tab", "down")
         await _settle(pilot)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)

@@ -1,9 +1,10 @@
 """`RunScreen`: one run, live or recorded: agent tree, transcript, tool calls, figures.
 
-The screen owns a `RunModel` and one source feeding it: a `LiveRun` (a run this TUI
-started; its events are drained once per frame) or a `RunPoller` (any other run; new
-rows are read from the database every half second, in a thread, until it ends). Once
-per frame it takes the model's changes and updates only the widgets they touch.
+The screen owns a `RunModel` and one source feeding it: a `BufferSink` (a run this TUI
+started, `LiveRun.sink`; its events are drained once per frame) or a `RunPoller` (any
+other run; new rows are read from the database every half second, in a thread, until it
+ends). `live`, when given, is what `c` cancels. Once per frame the screen takes the
+model's changes and updates only the widgets they touch.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
 from tui.db_source import RunPoller
-from tui.live_run import LiveRun
+from tui.live_run import BufferSink, LiveRun
 from tui.run_model import RunModel, ToolCallView
 from tui.screens.confirm import ConfirmScreen
 from tui.widgets.agent_tree import AgentTree, agent_label
@@ -29,6 +31,9 @@ from tui.widgets.transcript import Transcript
 
 FRAME_S = 1 / 20
 POLL_S = 0.5
+# The panes of a newly selected agent load once the cursor rests this long, so the frame
+# that shows the cursor move is drawn at once and a held arrow key doesn't load every agent.
+SELECT_DELAY_S = 0.06
 
 
 def call_details(call: ToolCallView) -> Group:
@@ -50,11 +55,21 @@ class RunScreen(Screen):
         Binding("t", "focus_next", "Next pane", show=False),
     ]
 
-    def __init__(self, model: RunModel, *, live: LiveRun | None = None, poller: RunPoller | None = None) -> None:
+    def __init__(
+        self,
+        model: RunModel,
+        *,
+        live: LiveRun | None = None,
+        sink: BufferSink | None = None,
+        poller: RunPoller | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.live = live
+        self.sink = sink or (live.sink if live is not None else None)
         self.poller = poller
+        self.shown_agent_id: str | None = None
+        self._select_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         yield RunHeader(id="header")
@@ -89,8 +104,8 @@ class RunScreen(Screen):
     def frame(self) -> None:
         """Takes what changed since the last frame and updates just those widgets."""
         model = self.model
-        if self.live is not None:
-            self.live.sink.drain(model)
+        if self.sink is not None:
+            self.sink.drain(model)
         changes = model.take_changes()
         tree = self.query_one(AgentTree)
         if changes.is_structure:
@@ -98,7 +113,7 @@ class RunScreen(Screen):
         elif changes.agents or (model.status == "running" and tree.has_running()):
             tree.refresh()
         self.query_one(RunHeader).show(model, model.figures())
-        selected = tree.selected_id
+        selected = self.shown_agent_id
         if selected is None:
             return
         transcript = self.query_one(Transcript)
@@ -115,7 +130,18 @@ class RunScreen(Screen):
     # -- selection --------------------------------------------------------------------
 
     def on_agent_tree_selected(self, message: AgentTree.Selected) -> None:
-        model, agent_id = self.model, message.agent_id
+        if self._select_timer is not None:
+            self._select_timer.stop()
+        if message.agent_id == self.shown_agent_id:
+            return
+        if self.shown_agent_id is None:
+            self.show_agent(message.agent_id)
+        else:
+            self._select_timer = self.set_timer(SELECT_DELAY_S, lambda: self.show_agent(message.agent_id))
+
+    def show_agent(self, agent_id: str) -> None:
+        """Loads the transcript and tool calls of `agent_id`."""
+        model, self.shown_agent_id = self.model, agent_id
         self.query_one(Transcript).show(agent_id, model.messages.get(agent_id, []), model.streaming.get(agent_id, ""))
         calls = [model.tool_calls[i] for i in model.calls_by_agent.get(agent_id, [])]
         self.query_one(ToolCallsTable).show(agent_id, calls)

@@ -74,16 +74,17 @@ class AgentTree(ScrollView, can_focus=True):
     @property
     def selected_id(self) -> str | None:
         order = self.model.order
-        return order[self.cursor] if 0 <= self.cursor < len(order) else None
+        return order[self.cursor] if 0 <= self.cursor < min(len(order), self._num_rows) else None
 
     def sync(self) -> None:
         """Takes the model's rows after agents were added (keeps the selected agent)."""
-        selected = self.selected_id
+        had_rows = self._num_rows > 0
+        selected = self.selected_id if had_rows else None
         self._num_rows = len(self.model.order)
         self.virtual_size = Size(self.size.width, self._num_rows)
         if selected is not None and self.model.order[self.cursor] != selected:
             self.cursor = self.model.order.index(selected)
-        elif selected is None and self._num_rows:
+        elif not had_rows and self._num_rows:
             self.cursor = 0
             self.post_message(self.Selected(self.model.order[0]))
         self.refresh()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
+from textual.widget import Widget
 
 from tui.run_model import Figures, RunModel
 from tui.widgets.tool_calls import format_duration
@@ -19,12 +19,21 @@ def first_line(text: str, width: int = 80) -> str:
     return line if len(line) <= width else line[: width - 1] + "…"
 
 
-class RunHeader(Static):
-    """Updated by the screen with `show(model, figures)` once per frame at most."""
+class RunHeader(Widget):
+    """Updated by the screen with `show(model, figures)` once per frame at most.
+
+    Fixed height (three lines), so an update repaints this widget alone: no layout pass.
+    """
+
+    DEFAULT_CSS = "RunHeader { height: 3; }"
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__("", **kwargs)  # type: ignore[arg-type]
+        super().__init__(**kwargs)  # type: ignore[arg-type]
         self._last: tuple[object, ...] | None = None
+        self._text = Text()
+
+    def render(self) -> Text:
+        return self._text
 
     def show(self, model: RunModel, figures: Figures) -> None:
         key = (figures, model.prompt, model.model, model.stop_reason)
@@ -45,4 +54,5 @@ class RunHeader(Static):
         text.append(f" · tokens {figures.input_tokens}+{figures.output_tokens}", style="dim")
         if model.stop_reason:
             text.append(f"\nstop reason: {model.stop_reason}", style="yellow")
-        self.update(text)
+        self._text = text
+        self.refresh()

@@ -1,8 +1,8 @@
 """`Transcript`: one agent's conversation, messages as Markdown, streamed text as it arrives.
 
-Messages are appended as widgets (never re-rendered once shown); the text streamed for the
-model call in progress lives in one widget at the end that the screen updates at most once
-per frame. Stays scrolled to the end while the reader is at the end.
+Messages are written to a `RichLog` (rendered once, drawn line by line: a long transcript
+costs what its visible lines cost); the text streamed for the model call in progress lives
+in one widget below it that the screen updates at most once per frame.
 """
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ from __future__ import annotations
 from rich.console import Group, RenderableType
 from rich.markdown import Markdown
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import RichLog, Static
 
 from tui.run_model import MessageView
 
@@ -43,48 +44,45 @@ def render_message(message: MessageView) -> RenderableType:
     return Group(*parts)
 
 
-class Transcript(VerticalScroll):
+class Transcript(Vertical):
     """The selected agent's messages; `show`, `append` and `set_streaming` come from the screen."""
 
     DEFAULT_CSS = """
-    Transcript > .message { margin: 0 0 1 0; }
-    Transcript > #streaming { color: $text-muted; }
+    Transcript > RichLog { height: 1fr; padding: 0 1; background: $surface; }
+    Transcript > #streaming { height: auto; max-height: 50%; color: $text-muted; padding: 0 1; }
     """
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)  # type: ignore[arg-type]
         self.agent_id: str | None = None
         self.num_shown = 0
+        self.log_view = RichLog(min_width=20, wrap=True)
         self._streaming = Static("", id="streaming")
+        self._streaming.display = False
+        self._streamed_text = ""
 
-    def compose(self):  # type: ignore[no-untyped-def]
+    def compose(self) -> ComposeResult:
+        yield self.log_view
         yield self._streaming
 
     def show(self, agent_id: str, messages: list[MessageView], streaming: str) -> None:
         """Shows another agent's conversation from the start."""
         self.agent_id = agent_id
         self.num_shown = 0
-        for child in list(self.children):
-            if child is not self._streaming:
-                child.remove()
+        self.log_view.clear()
         self.append(messages)
         self.set_streaming(streaming)
-        self.scroll_end(animate=False, immediate=False)
 
     def append(self, messages: list[MessageView]) -> None:
         """Shows the messages after the ones already shown."""
-        new = messages[self.num_shown :]
-        if not new:
-            return
-        is_at_end = self.scroll_y >= self.max_scroll_y - 1
-        self.mount_all([Static(render_message(m), classes="message") for m in new], before=self._streaming)
+        for message in messages[self.num_shown :]:
+            self.log_view.write(Group(render_message(message), Text("")), expand=True)
         self.num_shown = len(messages)
-        if is_at_end:
-            self.scroll_end(animate=False, immediate=False)
 
     def set_streaming(self, text: str) -> None:
         """The text of the model call in progress (empty when none)."""
+        if text == self._streamed_text:
+            return
+        self._streamed_text = text
         self._streaming.update(Group(Text("assistant (streaming)", style="bold cyan"), Markdown(text)) if text else "")
         self._streaming.display = bool(text)
-        if text and self.scroll_y >= self.max_scroll_y - 2:
-            self.scroll_end(animate=False, immediate=False)
