@@ -13,6 +13,7 @@ from collections import deque
 
 import anyio
 
+from storage.errors import StorageError
 from storage.store import TraceStore
 from swarm.coordinator import Coordinator, RunOutcome
 from swarm.events import Event, FanOut
@@ -72,7 +73,12 @@ class LiveRun:
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
             with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(recorder.close)
+                try:
+                    await anyio.to_thread.run_sync(recorder.close)
+                except StorageError as exc:
+                    self.error = self.error or str(exc)
+        if self.error is not None:
+            self.model.fail(self.error)
         return self.outcome
 
     def cancel(self, reason: str = "cancelled by user") -> None:

@@ -192,6 +192,12 @@ class RunModel:
             self.input_tokens, self.output_tokens = event.usage.input_tokens, event.usage.output_tokens
             c.is_run = True
 
+    def fail(self, reason: str) -> None:
+        """The run could not go on (its front end saw an error no event reports)."""
+        if self.status == "running":
+            self.status, self.stop_reason = "failed", reason
+            self._changes.is_run = True
+
     def _add_agent(self, agent: AgentView) -> None:
         if agent.id not in self.agents:
             self.agents[agent.id] = agent

@@ -141,3 +141,25 @@ async def test_a_run_written_elsewhere_appears_and_updates(tmp_path: Path) -> No
         assert not any(a.is_running for a in screen.model.agents.values())
         assert all(c.status == "ok" for c in screen.model.tool_calls.values())
         assert screen.model.figures().critical_steps == 6
+
+
+async def test_leaving_a_live_run_keeps_it_going_and_quitting_cancels_it(tmp_path: Path, slow_server: FakeOpenAIServer) -> None:
+    store = TraceStore(tmp_path / "t.db")
+    app = SwarmApp(store, plan=plan_run(load_task(write_task(tmp_path / "task.toml", slow_server))))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        run_id = app.screen.model.run_id  # type: ignore[attr-defined]
+        await wait_for(pilot, lambda: len(app.screen.model.order) == 3)  # type: ignore[attr-defined]
+        await pilot.press("q")
+        await pilot.pause(0.3)
+        assert isinstance(app.screen, RunsScreen)
+        await wait_for(pilot, lambda: [r.status for r in app.screen.runs] == ["running"])  # type: ignore[attr-defined]
+        await pilot.press("enter")  # reopened: the same live run, all its agents
+        await pilot.pause(0.2)
+        screen = app.screen
+        assert isinstance(screen, RunScreen) and screen.live is app.live_runs[run_id]
+        assert screen.query_one(AgentTree).selected_id == f"{run_id}.0"
+        await pilot.press("q", "q")
+        await wait_for(pilot, lambda: not app.is_running)
+    assert store.get_run(run_id).status == "cancelled"
+    assert store.get_run(run_id).stop_reason == "cancelled: the TUI was closed"

@@ -82,8 +82,10 @@ class RunScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one(AgentTree).focus()
+        tree = self.query_one(AgentTree)
+        tree.focus()
         self.frame()
+        tree.sync()  # a live run reopened: its agents came before this screen
         self.set_interval(FRAME_S, self.frame)
         if self.poller is not None:
             self.poll()
