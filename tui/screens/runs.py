@@ -46,12 +46,17 @@ def summary_cells(run: RunSummary, now: float) -> tuple[object, ...]:
     )
 
 
+class RunsTable(DataTable):
+    """The runs; Enter selects the row under the cursor (shown in the footer as Open)."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Open")]
+
+
 class RunsScreen(Screen):
     """The runs list."""
 
     CSS_PATH = "runs.tcss"
     BINDINGS = [
-        Binding("enter", "open", "Open", priority=True),
         Binding("n", "new_run", "New run"),
         Binding("r", "reload", "Reload"),
         Binding("q", "app.quit", "Quit"),
@@ -74,7 +79,7 @@ class RunsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(f"swarm · runs in {display_path(self.store.path)}", id="title")
-        yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        yield RunsTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("No runs yet: press n to start one.", id="empty")
         yield Footer()
 
@@ -118,10 +123,12 @@ class RunsScreen(Screen):
             return None
         return self.runs[table.cursor_row].id
 
-    def action_open(self) -> None:
-        run_id = self.selected_run_id
-        if run_id is not None:
-            self.post_message(self.OpenRun(run_id))
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        # Handled here rather than with a priority binding, so that Enter acts on the row the
+        # keys typed before it moved to (the table handles keys in order).
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(self.OpenRun(event.row_key.value))
 
     def action_new_run(self) -> None:
         self.post_message(self.NewRun())
