@@ -12,7 +12,8 @@ time until the first frame showing the moved cursor.
     python bench/tui_load.py --agents 200 --calls 10 --keys 30
 
 Phases: `live` presses keys while events stream in at --rate events/s; `loaded` presses
-keys after every event was applied. For each key two latencies: until the frame showing
+keys after every event was applied. The same run, recorded to SQLite, is also read back
+the way the run view reads a run started elsewhere (`RunPoller`). For each key two latencies: until the frame showing
 the cursor on the next agent (`cursor`), and until the frame showing that agent's
 transcript and tool calls (`panes`, loaded once the cursor rests for 60 ms).
 """
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +34,9 @@ sys.path.insert(0, str(ROOT))
 from textual import events  # noqa: E402
 from textual.app import App  # noqa: E402
 
+from storage.store import TraceStore  # noqa: E402
+from swarm.recorder import Recorder  # noqa: E402
+from tui.db_source import RunPoller  # noqa: E402
 from tui.live_run import BufferSink  # noqa: E402
 from tui.run_model import RunModel  # noqa: E402
 from tui.screens.run import RunScreen  # noqa: E402
@@ -91,6 +96,29 @@ def describe(name: str, latencies: list[tuple[float, float]]) -> str:
     return "\n".join(lines)
 
 
+def poll_times(all_events: list, run_id: str) -> tuple[float, float, float]:  # type: ignore[type-arg]
+    """Seconds for a `RunPoller` to read the recorded run: first fetch, its apply, a fetch with nothing new."""
+    with tempfile.TemporaryDirectory() as folder:
+        store = TraceStore(Path(folder) / "traces.db")
+        with Recorder(store) as recorder:
+            for event in all_events:
+                recorder.emit(event)
+            recorder.flush()
+        poller, model = RunPoller(store, run_id), RunModel(run_id)
+        started = time.perf_counter()
+        result = poller.fetch()
+        fetched = time.perf_counter()
+        poller.apply(model, result)
+        model.take_changes()
+        applied = time.perf_counter()
+        poller.fetch()  # the first one after the big read pays for collecting its garbage
+        again_started = time.perf_counter()
+        poller.fetch()
+        again = time.perf_counter() - again_started
+        store.close()
+    return fetched - started, applied - fetched, again
+
+
 def apply_rate(all_events: list, run_id: str) -> float:  # type: ignore[type-arg]
     """Events per second a `RunModel` applies, without any drawing."""
     model = RunModel(run_id)
@@ -107,6 +135,10 @@ async def main(args: argparse.Namespace) -> None:
     num_calls = args.agents * (args.calls + 1)
     print(f"{len(all_events)} events, {args.agents + 1} agents, {num_calls} tool calls", flush=True)
     print(f"RunModel.apply alone: {apply_rate(all_events, 'bench'):,.0f} events/s", flush=True)
+    if args.db:
+        first, apply_s, again = poll_times(all_events, "bench")
+        print(f"database: first poll {first * 1000:.0f} ms (thread) + apply {apply_s * 1000:.0f} ms (UI), "
+              f"then a poll with nothing new {again * 1000:.1f} ms", flush=True)
     model, sink = RunModel("bench"), BufferSink()
     app = BenchApp(model, sink)
     async with app.run_test(size=(120, 40)) as pilot:
@@ -153,4 +185,5 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=14, help="tool calls per sub-agent")
     parser.add_argument("--keys", type=int, default=50, help="keypresses per phase")
     parser.add_argument("--rate", type=float, default=20000, help="events per second in the live phase")
+    parser.add_argument("--no-db", dest="db", action="store_false", help="skip timing the database poller")
     asyncio.run(main(parser.parse_args()))

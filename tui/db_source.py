@@ -8,6 +8,7 @@ call (rows past a rowid/id mark, plus the few rows still running), so polling a 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,14 +95,15 @@ class RunPoller:
             result.agents, self._agent_mark = self._new_and_running(session, AgentRow, self._agent_mark, self._running_agents)
             result.tool_calls, self._call_mark = self._new_and_running(session, ToolCallRow, self._call_mark, self._running_calls)
             result.messages = list(session.exec(
-                select(MessageRow).where(MessageRow.run_id == self.run_id, MessageRow.id > self._message_mark)  # type: ignore[operator]
+                select(MessageRow).where(self._of_run(MessageRow, self._message_mark), MessageRow.id > self._message_mark)  # type: ignore[operator]
                 .order_by(MessageRow.id)
             ))
             if result.messages:
                 self._message_mark = result.messages[-1].id or self._message_mark
             if not (is_finished and self._is_first):  # a finished run's totals are stored
                 result.model_calls = list(session.exec(
-                    select(ModelCallRow).where(ModelCallRow.run_id == self.run_id, ModelCallRow.id > self._model_call_mark)  # type: ignore[operator]
+                    select(ModelCallRow)
+                    .where(self._of_run(ModelCallRow, self._model_call_mark), ModelCallRow.id > self._model_call_mark)  # type: ignore[operator]
                     .order_by(ModelCallRow.id)
                 ))
                 if result.model_calls:
@@ -110,10 +112,17 @@ class RunPoller:
         self.is_finished = is_finished
         return result
 
+    def _of_run(self, table: type[Any], mark: int) -> Any:
+        """`run_id = ?`; past the first read, written `+run_id` so that SQLite walks the rowid
+        range past `mark` (a few new rows) instead of the run's index (every row of the run)."""
+        if mark == 0:
+            return table.run_id == self.run_id
+        return literal_column(f"+{table.__tablename__}.run_id") == self.run_id
+
     def _new_and_running(self, session: Session, table: type[Any], mark: int, running: set[str]) -> tuple[list[Any], int]:
         """Rows past `mark`, and the rows in `running` again; updates `running` in place."""
         rowid = literal_column("rowid")
-        pairs = list(session.exec(select(table, rowid).where(table.run_id == self.run_id, rowid > mark)))
+        pairs = list(session.exec(select(table, rowid).where(self._of_run(table, mark), rowid > mark)))
         ids = sorted(running)
         for start in range(0, len(ids), _MAX_IDS_PER_QUERY):
             chunk = ids[start : start + _MAX_IDS_PER_QUERY]
@@ -131,13 +140,25 @@ class RunPoller:
     @staticmethod
     def apply(model: RunModel, result: PollResult) -> None:
         """Feeds fetched rows to the model, parents before children (runs on the UI thread)."""
+        for _ in RunPoller.apply_in_steps(model, result):
+            pass
+
+    @staticmethod
+    def apply_in_steps(model: RunModel, result: PollResult, rows_per_step: int = 2000) -> Iterator[None]:
+        """`apply`, pausing (yielding) every `rows_per_step` rows, so that the first read of
+        a huge run doesn't hold the UI for its whole length."""
         if result.run is not None:
             model.apply_run_row(result.run)
-        for agent in result.agents:
-            model.apply_agent_row(agent)
-        for model_call in result.model_calls:
-            model.apply_model_call_row(model_call)
-        for message in result.messages:
-            model.apply_message_row(message)
-        for call in result.tool_calls:
-            model.apply_tool_call_row(call)
+        steps: list[tuple[Callable[[Any], None], list[Any]]] = [
+            (model.apply_agent_row, result.agents),
+            (model.apply_model_call_row, result.model_calls),
+            (model.apply_message_row, result.messages),
+            (model.apply_tool_call_row, result.tool_calls),
+        ]
+        count = 0
+        for apply_row, rows in steps:
+            for row in rows:
+                apply_row(row)
+                count += 1
+                if count % rows_per_step == 0:
+                    yield

@@ -12,6 +12,7 @@ from __future__ import annotations
 import anyio
 from rich.console import Group
 from rich.text import Text
+from sqlalchemy.exc import SQLAlchemyError
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -20,6 +21,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Static
 
+from storage.errors import StorageError
 from tui.db_source import RunPoller
 from tui.live_run import BufferSink, LiveRun
 from tui.run_model import RunModel, ToolCallView
@@ -97,8 +99,14 @@ class RunScreen(Screen):
         poller = self.poller
         assert poller is not None
         while True:
-            result = await anyio.to_thread.run_sync(poller.fetch)
-            poller.apply(self.model, result)
+            try:
+                result = await anyio.to_thread.run_sync(poller.fetch)
+            except (StorageError, SQLAlchemyError) as exc:  # e.g. locked past the busy timeout: try again
+                self.notify(f"cannot read the run: {exc}", severity="warning")
+                await anyio.sleep(POLL_S * 4)
+                continue
+            for _ in poller.apply_in_steps(self.model, result):
+                await anyio.sleep(0)  # let frames and keys through while a big run loads
             if poller.is_finished:
                 return
             await anyio.sleep(POLL_S)

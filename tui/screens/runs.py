@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import anyio
+from sqlalchemy.exc import SQLAlchemyError
 from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
@@ -19,6 +20,7 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from storage.errors import StorageError
 from storage.store import TraceStore
 from tui.db_source import RunSummary, list_run_summaries
 from tui.widgets.run_header import RUN_STATUS_STYLE, first_line
@@ -95,7 +97,11 @@ class RunsScreen(Screen):
 
     @work(exclusive=True, group="runs-list")
     async def action_reload(self) -> None:
-        runs = await anyio.to_thread.run_sync(list_run_summaries, self.store)
+        try:
+            runs = await anyio.to_thread.run_sync(list_run_summaries, self.store)
+        except (StorageError, SQLAlchemyError) as exc:  # shown; the next reload tries again
+            self.notify(f"cannot read runs: {exc}", severity="warning")
+            return
         self.show_runs(runs, time.time())
 
     def show_runs(self, runs: list[RunSummary], now: float) -> None:
