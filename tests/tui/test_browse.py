@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import anyio
 import pytest
 from rich.console import Console
 from textual.widgets import Static
@@ -28,7 +29,10 @@ async def open_run(pilot, *, row: int) -> RunScreen:  # type: ignore[no-untyped-
     await pilot.pause()
     screen = pilot.app.screen
     assert isinstance(screen, RunScreen)
-    await pilot.pause(0.3)  # the first poll
+    with anyio.fail_after(10):  # the first poll, then the orchestrator's panes
+        while not (screen.poller and screen.poller.is_finished and screen.shown_agent_id):
+            await pilot.pause(0.05)
+    await pilot.pause(0.1)
     return screen
 
 
@@ -47,9 +51,11 @@ def transcript_text(screen: RunScreen) -> str:
 async def test_runs_list_shows_newest_first_with_its_figures(store: TraceStore) -> None:
     app = SwarmApp(store)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.3)
         screen = app.screen
         assert isinstance(screen, RunsScreen)
+        with anyio.fail_after(10):
+            while not screen.runs:
+                await pilot.pause(0.05)
         assert [run.id for run in screen.runs] == [NEW_RUN, OLD_RUN]
         old = screen.runs[1]
         assert (old.prompt.splitlines()[0], old.status, old.num_agents, old.num_tool_calls, old.critical_steps) == (

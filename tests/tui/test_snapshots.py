@@ -6,13 +6,15 @@ and look at the new SVGs before committing them.
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import anyio
 import pytest
 
 from storage.store import TraceStore
 from tests.tui.conftest import SIZE
 from tui.app import SwarmApp
+from tui.screens.run import RunScreen
+from tui.screens.runs import RunsScreen
+from tui.widgets.agent_tree import AgentTree
 
 
 @pytest.fixture
@@ -22,7 +24,22 @@ def app(store: TraceStore, monkeypatch: pytest.MonkeyPatch) -> SwarmApp:
 
 
 async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
-    await pilot.pause(0.3)
+    """Waits until the screen shows everything it will (a loaded machine may take a while)."""
+    screen = pilot.app.screen
+
+    def is_settled() -> bool:
+        if isinstance(screen, RunsScreen):
+            return bool(screen.runs)
+        if isinstance(screen, RunScreen):
+            tree = screen.query_one(AgentTree)
+            is_loaded = screen.poller is None or screen.poller.is_finished
+            return is_loaded and tree.selected_id is not None and screen.shown_agent_id == tree.selected_id
+        return True
+
+    with anyio.fail_after(10):
+        while not is_settled():
+            await pilot.pause(0.05)
+    await pilot.pause(0.2)
     await pilot.wait_for_scheduled_animations()
 
 
