@@ -36,6 +36,15 @@ async def open_run(pilot, *, row: int) -> RunScreen:  # type: ignore[no-untyped-
     return screen
 
 
+async def panes_loaded(pilot, screen: RunScreen) -> None:  # type: ignore[no-untyped-def]
+    """Waits for the selected agent's transcript and tool calls (loaded once the cursor rests)."""
+    tree = screen.query_one(AgentTree)
+    with anyio.fail_after(10):
+        while screen.shown_agent_id != tree.selected_id:
+            await pilot.pause(0.05)
+    await pilot.pause()
+
+
 def plain(widget: Static) -> str:
     """A Static's content as plain text, the way a person reads it."""
     console = Console(width=100, record=True, file=io.StringIO())
@@ -95,13 +104,13 @@ async def test_moving_through_agents_shows_each_transcript_and_tool_calls(store:
         assert tree.selected_id == f"{OLD_RUN}.0"
         assert table.row_count == 3 and "All parts are done." in transcript_text(screen)
         await pilot.press("down", "down")
-        await pilot.pause(0.2)  # the panes load once the cursor rests
+        await panes_loaded(pilot, screen)
         assert tree.selected_id == f"{OLD_RUN}.2"
         assert table.row_count == 2
         assert "part 1 query 0" in transcript_text(screen)
         assert "Findings" in transcript_text(screen)  # the answer, rendered from Markdown
         await pilot.press("up")
-        await pilot.pause(0.2)
+        await panes_loaded(pilot, screen)
         assert "part 0 query 0" in transcript_text(screen)
 
 
@@ -110,7 +119,7 @@ async def test_selecting_a_tool_call_shows_its_details(store: TraceStore) -> Non
     async with app.run_test(size=SIZE) as pilot:
         screen = await open_run(pilot, row=1)
         await pilot.press("down")  # researcher #1
-        await pilot.pause(0.2)
+        await panes_loaded(pilot, screen)
         table = screen.query_one(ToolCallsTable)
         table.focus()
         await pilot.press("down")

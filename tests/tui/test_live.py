@@ -53,10 +53,9 @@ async def test_n_starts_a_run_from_the_form_and_it_streams_to_the_end(tmp_path: 
         assert screen.model.final_answer.startswith("FINAL")
         assert screen.model.figures().num_tool_calls == 5  # create, 2 assign, 2 echo
         await pilot.press("q")
-        await pilot.pause(0.3)
         runs_screen = app.screen
         assert isinstance(runs_screen, RunsScreen)
-        assert [r.status for r in runs_screen.runs] == ["succeeded"]
+        await wait_for(pilot, lambda: [r.status for r in runs_screen.runs] == ["succeeded"])
     assert store.get_run(screen.model.run_id).prompt == "two parts please"  # recorded like `swarm run`
 
 
