@@ -22,6 +22,7 @@ from tui.screens.run import RunScreen
 from tui.screens.runs import RunsScreen
 
 _QUIT_GRACE_S = 5.0
+_BACKGROUND_DRAIN_S = 0.25
 
 
 class SwarmApp(App[None]):
@@ -49,6 +50,12 @@ class SwarmApp(App[None]):
         self.push_screen(RunsScreen(self.store))
         if self.initial_plan is not None:
             self.start_run(self.initial_plan)
+        self.set_interval(_BACKGROUND_DRAIN_S, self._drain_live_runs)
+
+    def _drain_live_runs(self) -> None:
+        """Keeps the models of live runs no screen shows current, so events don't pile up."""
+        for live in self.live_runs.values():
+            live.sink.drain(live.model)
 
     # -- runs -------------------------------------------------------------------------
 
