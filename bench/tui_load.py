@@ -12,16 +12,19 @@ time until the first frame showing the moved cursor.
     python bench/tui_load.py --agents 200 --calls 10 --keys 30
 
 Phases: `live` presses keys while events stream in at --rate events/s; `loaded` presses
-keys after every event was applied. The same run, recorded to SQLite, is also read back
-the way the run view reads a run started elsewhere (`RunPoller`). For each key two latencies: until the frame showing
+keys after every event was applied. For each key two latencies: until the frame showing
 the cursor on the next agent (`cursor`), and until the frame showing that agent's
-transcript and tool calls (`panes`, loaded once the cursor rests for 60 ms).
+transcript and tool calls (`panes`, loaded once the cursor rests for 60 ms). The same
+run, recorded to SQLite, is also read back the way the run view reads a run started
+elsewhere (`RunPoller`). The garbage collector runs with the thresholds `swarm tui` uses
+(`--default-gc`: CPython's).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import statistics
 import sys
 import tempfile
@@ -37,6 +40,7 @@ from textual.app import App  # noqa: E402
 from storage.store import TraceStore  # noqa: E402
 from swarm.recorder import Recorder  # noqa: E402
 from tui.db_source import RunPoller  # noqa: E402
+from tui.gc_tuning import TUI_GC_THRESHOLDS  # noqa: E402
 from tui.live_run import BufferSink  # noqa: E402
 from tui.run_model import RunModel  # noqa: E402
 from tui.screens.run import RunScreen  # noqa: E402
@@ -129,14 +133,30 @@ def apply_rate(all_events: list, run_id: str) -> float:  # type: ignore[type-arg
     return len(all_events) / (time.perf_counter() - started)
 
 
+gc_pauses: list[tuple[float, int]] = []  # (seconds, generation)
+
+
+def _time_gc(phase: str, info: dict) -> None:  # type: ignore[type-arg]
+    if phase == "start":
+        _time_gc.started = time.perf_counter()  # type: ignore[attr-defined]
+    else:
+        gc_pauses.append((time.perf_counter() - _time_gc.started, info["generation"]))  # type: ignore[attr-defined]
+
+
 async def main(args: argparse.Namespace) -> None:
+    gc.callbacks.append(_time_gc)
+    if not args.default_gc:
+        gc.set_threshold(*TUI_GC_THRESHOLDS)  # as `swarm tui` runs
     print(f"generating a run: {args.agents} sub-agents x {args.calls} tool calls ...", flush=True)
-    all_events = list(synthetic_events("bench", num_subagents=args.agents, calls_per_agent=args.calls))
-    num_calls = args.agents * (args.calls + 1)
-    print(f"{len(all_events)} events, {args.agents + 1} agents, {num_calls} tool calls", flush=True)
-    print(f"RunModel.apply alone: {apply_rate(all_events, 'bench'):,.0f} events/s", flush=True)
+
+    def all_events() -> list:  # type: ignore[type-arg]
+        return list(synthetic_events("bench", num_subagents=args.agents, calls_per_agent=args.calls))
+
+    num_events, num_calls = len(all_events()), args.agents * (args.calls + 1)
+    print(f"{num_events} events, {args.agents + 1} agents, {num_calls} tool calls", flush=True)
+    print(f"RunModel.apply alone: {apply_rate(all_events(), 'bench'):,.0f} events/s", flush=True)
     if args.db:
-        first, apply_s, again = poll_times(all_events, "bench")
+        first, apply_s, again = poll_times(all_events(), "bench")
         print(f"database: first poll {first * 1000:.0f} ms (thread) + apply {apply_s * 1000:.0f} ms (UI), "
               f"then a poll with nothing new {again * 1000:.1f} ms", flush=True)
     model, sink = RunModel("bench"), BufferSink()
@@ -144,17 +164,18 @@ async def main(args: argparse.Namespace) -> None:
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.2)
         # live: events stream in while the person presses keys
+        # events are made as they are fed and dropped once applied, as in a real run
         chunk = max(1, int(args.rate * 0.005))
-        fed, live = 0, []
+        stream = synthetic_events("bench", num_subagents=args.agents, calls_per_agent=args.calls)
+        live = []
+        gc.collect()
         feed_started = time.perf_counter()
 
         async def feed() -> None:
-            nonlocal fed
-            while fed < len(all_events):
-                for event in all_events[fed : fed + chunk]:
-                    sink.emit(event)
-                fed += chunk
-                await asyncio.sleep(0.005)
+            for i, event in enumerate(stream, 1):
+                sink.emit(event)
+                if i % chunk == 0:
+                    await asyncio.sleep(0.005)
 
         feeder = asyncio.create_task(feed())
         await asyncio.sleep(0.3)
@@ -172,11 +193,12 @@ async def main(args: argparse.Namespace) -> None:
             loaded.append(await press_and_wait(app))
             await asyncio.sleep(0.05)
         assert len(model.tool_calls) == num_calls, len(model.tool_calls)
-        print(f"live feed: {len(all_events)} events in {feed_s:.2f}s ({len(all_events) / feed_s:,.0f} events/s drawn)")
+        print(f"live feed: {num_events} events in {feed_s:.2f}s ({num_events / feed_s:,.0f} events/s drawn)")
         if live:
             print(describe("live", live))
         print(describe("loaded", loaded))
-        print(f"frames: {len(app.frames)} ({len(app.frames) - frames_before} in the loaded phase)")
+        print(f"frames: {len(app.frames)} ({len(app.frames) - frames_before} in the loaded phase); "
+              f"garbage-collector pauses over 50 ms (ms, generation): {sorted((round(p * 1000), g) for p, g in gc_pauses if p > 0.05)}")
 
 
 if __name__ == "__main__":
@@ -186,4 +208,5 @@ if __name__ == "__main__":
     parser.add_argument("--keys", type=int, default=50, help="keypresses per phase")
     parser.add_argument("--rate", type=float, default=20000, help="events per second in the live phase")
     parser.add_argument("--no-db", dest="db", action="store_false", help="skip timing the database poller")
+    parser.add_argument("--default-gc", action="store_true", help="CPython's collector thresholds, not the TUI's")
     asyncio.run(main(parser.parse_args()))

@@ -31,6 +31,7 @@ from swarm.errors import SwarmError, TaskFileError
 from swarm.events import FanOut, TraceSink
 from swarm.launch import build_kits, open_coordinator, plan_run
 from swarm.limits import Limits
+from swarm.model_spec import parse_model_spec
 from swarm.progress import ProgressPrinter
 from swarm.recorder import Recorder
 from swarm.summary import run_summary
@@ -231,8 +232,6 @@ def tui_command(
         if task_file is not None:
             plan = plan_run(load_task(task_file), model, model_name, source=str(task_file))
         elif model is not None:
-            from swarm.model_spec import parse_model_spec
-
             parse_model_spec(model)  # checked now; used as the new-run form's default
     except SwarmError as exc:
         _fail(str(exc))

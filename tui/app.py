@@ -7,6 +7,8 @@ recording to the same database as `swarm run`. Imports no torch (nor anything th
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 from textual import work
 from textual.app import App
@@ -15,6 +17,7 @@ from textual.binding import Binding
 from storage.store import TraceStore
 from swarm.launch import RunPlan
 from tui.db_source import RunPoller
+from tui.gc_tuning import tuned_gc
 from tui.live_run import LiveRun
 from tui.run_model import RunModel
 from tui.screens.new_run import NewRunScreen
@@ -45,6 +48,11 @@ class SwarmApp(App[None]):
         self.default_model = default_model
         self.default_model_name = default_model_name
         self.live_runs: dict[str, LiveRun] = {}
+
+    def run(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """Runs the app, with the collector tuned for big runs (see `tui.gc_tuning`)."""
+        with tuned_gc():
+            super().run(*args, **kwargs)
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen(self.store))
