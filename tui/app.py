@@ -49,10 +49,10 @@ class SwarmApp(App[None]):
         self.default_model_name = default_model_name
         self.live_runs: dict[str, LiveRun] = {}
 
-    def run(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def run(self, *args: Any, **kwargs: Any) -> None:
         """Runs the app, with the collector tuned for big runs (see `tui.gc_tuning`)."""
         with tuned_gc():
-            super().run(*args, **kwargs)
+            return super().run(*args, **kwargs)
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen(self.store))
