@@ -2,6 +2,7 @@
 
     swarm run TASK.toml [--model SPEC] [--json] [--db PATH] [limit flags]
     swarm runs list | swarm runs show RUN_ID [--json]
+    swarm tui [--db PATH] [TASK.toml] [--model SPEC] [--model-name NAME]
     swarm serve --model DIR [--host H] [--port P]
     swarm model init-tiny DIR [--int4] | info DIR | quantize SRC DST
 
@@ -12,7 +13,6 @@ mistake prints one line naming the file, flag or field and the problem; no trace
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import sys
@@ -30,18 +30,16 @@ from rich.table import Table
 from model_runtime.cli import model_app, serve_command
 from storage.errors import StorageError
 from storage.store import TraceStore, default_db_path
-from swarm.backends.retry import AdaptiveLimiter, RetryingModel, RetryPolicy
-from swarm.coordinator import Coordinator, RunRequest
-from swarm.errors import ModelSpecError, SwarmError, TaskFileError
+from swarm.coordinator import Coordinator
+from swarm.errors import SwarmError, TaskFileError
 from swarm.events import FanOut, TraceSink
+from swarm.launch import build_kits, open_coordinator, plan_run
 from swarm.limits import Limits
-from swarm.model import ChatModel
-from swarm.model_spec import ModelSpec, parse_model_spec
+from swarm.model_spec import parse_model_spec
 from swarm.progress import ProgressPrinter
 from swarm.recorder import Recorder
 from swarm.summary import run_summary
 from swarm.task_file import TaskFile, load_task
-from swarm.toolkits import default_registry
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_CANCELLED = 0, 1, 2, 130
 _EXIT_BY_STATUS = {"succeeded": EXIT_OK, "failed": EXIT_FAILED, "budget_exceeded": EXIT_FAILED, "cancelled": EXIT_CANCELLED}
@@ -101,38 +99,6 @@ def _apply_flags(task: TaskFile, mode: str | None, overrides: dict[str, Any]) ->
     return task.model_copy(update={"limits": limits, "task": task_section})
 
 
-def build_model(spec: ModelSpec, task: TaskFile, model_name: str | None) -> tuple[ChatModel, list[str]]:
-    """The backend for a spec, and the secret values that must never be recorded."""
-    section = task.model
-    if spec.kind == "scripted":
-        from swarm.backends.scripted import ScriptedChatModel, load_script
-
-        return ScriptedChatModel(load_script(spec.target), name=model_name or section.name or "scripted"), []
-    if spec.kind == "openai":
-        from swarm.backends.openai_compat import OpenAIChatModel
-
-        key_env = section.api_key_env or "OPENAI_API_KEY"
-        api_key = os.environ.get(key_env)
-        if section.api_key_env and not api_key:
-            raise TaskFileError(f"[model].api_key_env: environment variable {key_env} is not set")
-        name = model_name or section.name
-        if not name:
-            raise TaskFileError("no model name: give --model-name or [model].name (e.g. kimi-k2.5)")
-        model = OpenAIChatModel(
-            spec.target, model_name=name, api_key=api_key, temperature=section.temperature,
-            max_tokens=section.max_tokens, stream=section.stream,
-        )
-        return model, [api_key] if api_key else []
-    from swarm.backends.local import load_local_model  # imports torch: only for local:
-
-    model = load_local_model(
-        spec.target, model_name=model_name or section.name,
-        temperature=section.temperature if section.temperature is not None else 1.0,
-        max_tokens=section.max_tokens,
-    )
-    return model, []
-
-
 async def _run_with_signals(coordinator: Coordinator) -> Any:
     """Runs the coordinator; the first SIGINT/SIGTERM cancels the run cleanly."""
     outcome = None
@@ -172,39 +138,22 @@ def run_command(
             {"max_concurrency": max_concurrency, "max_subagents": max_subagents,
              "max_tool_calls": max_tool_calls, "timeout_s": timeout_s},
         )
-        spec_text = model or task.model.spec
-        if not spec_text:
-            raise TaskFileError(f"{task_file}: no model: give --model or [model].spec")
-        spec = parse_model_spec(spec_text)
-        chat_model, secrets = build_model(spec, task, model_name)
+        plan = plan_run(task, model, model_name, source=str(task_file))
     except SwarmError as exc:
         _fail(str(exc))
     store = _open_store(db)
-    request = RunRequest(
-        prompt=task.task.prompt, mode=task.task.mode, limits=task.limits,
-        system_prompt=task.task.system_prompt, model_label=spec.label,
-        config_json=task.model_dump_json(exclude={"model": {"spec"}}),
-    )
     sinks: list[TraceSink] = []
     try:
-        with Recorder(store, secrets=secrets) as recorder:
+        with Recorder(store, secrets=plan.secrets) as recorder:
             sinks.append(recorder)
             if not as_json:
                 sinks.append(ProgressPrinter())
             run_id = uuid.uuid4().hex[:16]
-            workdir = store.path.parent / "work" / run_id
-            kits = default_registry().build(task.tools.enabled, task.tools.options(), workdir)
+            kits = build_kits(plan, store.path.parent / "work" / run_id)
 
             async def main() -> Any:
-                # every sub-agent may have a call in flight, plus the orchestrator
-                limiter = AdaptiveLimiter(task.limits.max_concurrency + 1)
-                retrying = RetryingModel(chat_model, policy=RetryPolicy(), limiter=limiter)
-                coordinator = Coordinator(request, retrying, kits, FanOut(sinks), run_id=run_id)
-                try:
+                async with open_coordinator(plan, kits, FanOut(sinks), run_id=run_id) as coordinator:
                     return await _run_with_signals(coordinator)
-                finally:
-                    with anyio.CancelScope(shield=True):
-                        await retrying.aclose()
 
             outcome = anyio.run(main, backend_options=event_loop_options())
             recorder.flush()
@@ -286,6 +235,31 @@ def runs_show(
         )
     console.print(table)
     console.print("[bold]prompt[/]", run.prompt, "[bold]final answer[/]", run.final_answer or "-", sep="\n")
+
+
+# -- swarm tui -------------------------------------------------------------------
+
+
+@app.command("tui")
+def tui_command(
+    task_file: Annotated[Path | None, typer.Argument(help="Task file (TOML) to start at once.", show_default=False)] = None,
+    db: DbOption = None,
+    model: Annotated[str | None, typer.Option("--model", help="openai:<url> | local:<dir> | scripted:<file>")] = None,
+    model_name: Annotated[str | None, typer.Option("--model-name", help="Model name sent to the endpoint.")] = None,
+) -> None:
+    """The terminal UI: browse recorded runs, start and watch runs live."""
+    plan = None
+    try:
+        if task_file is not None:
+            plan = plan_run(load_task(task_file), model, model_name, source=str(task_file))
+        elif model is not None:
+            parse_model_spec(model)  # checked now; used as the new-run form's default
+    except SwarmError as exc:
+        _fail(str(exc))
+    store = _open_store(db)
+    from tui.app import SwarmApp  # lazily: `swarm run` never pays for Textual
+
+    SwarmApp(store, plan=plan, default_model=model, default_model_name=model_name).run()
 
 
 def main() -> None:
