@@ -92,6 +92,10 @@ class Agent:
         response = await self._call_model(step)
         self.state.steps = step
         self._add(response.message)
+        try:
+            self.run.budget.add_tokens(response.usage.input_tokens, response.usage.output_tokens)
+        except BudgetExceeded as exc:
+            await self._stop_run(str(exc))
         if not response.message.tool_calls:
             return FinalAnswer(response.message.content or "")
         await self._run_tool_calls(step, response.message.tool_calls)
@@ -117,12 +121,7 @@ class Agent:
                 )
             )
 
-        response = await run.model.complete(self.messages, self.specs, self.context, on_attempt=observe)
-        try:
-            run.budget.add_tokens(response.usage.input_tokens, response.usage.output_tokens)
-        except BudgetExceeded as exc:
-            await self._stop_run(str(exc))
-        return response
+        return await run.model.complete(self.messages, self.specs, self.context, on_attempt=observe)
 
     def _on_text(self, text: str) -> None:
         self.run.emit(TextDelta(run_id=self.run.run_id, at=time.time(), agent_id=self.state.id, text=text))
