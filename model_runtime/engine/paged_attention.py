@@ -27,6 +27,7 @@ class PrefillGroup:
 
     token_start: int
     token_end: int
+    num_context: int  # L: cached tokens before the chunk plus its new ones
     context_blocks: torch.Tensor  # [nb] cache blocks of positions 0..L-1
     causal_bias: torch.Tensor  # [n, 1, nb*B] 0 up to each query's position, -inf after
 
@@ -44,8 +45,9 @@ class PagedBatch:
 class PagedLatentAttention:
     """Implements `model_runtime.layers.mla.LatentAttention` over a paged cache."""
 
-    def __init__(self, kv_cache: torch.Tensor) -> None:
+    def __init__(self, kv_cache: torch.Tensor, *, query_block: int = 64) -> None:
         self.kv_cache = kv_cache  # [layers, num_blocks, block_size, C + R]
+        self.query_block = query_block  # prefill queries attended together
         self.batch: PagedBatch | None = None
 
     def set_batch(self, batch: PagedBatch) -> None:
@@ -76,10 +78,16 @@ class PagedLatentAttention:
             out.index_copy_(0, batch.decode_token_indices, self._decode(q, blocks, batch, softmax_scale, num_latent))
         for group in batch.prefills:
             keys = blocks.index_select(0, group.context_blocks).view(-1, query.shape[-1]).to(query.dtype)  # [L, C + R]
-            q = query[group.token_start : group.token_end]  # [n, H, C + R]
-            scores = torch.matmul(q, keys.T) * softmax_scale + group.causal_bias  # [n, H, L]
-            probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)  # [n, H, L]
-            out[group.token_start : group.token_end] = torch.matmul(probs, keys[:, :num_latent])  # [n, H, C]
+            num_new = group.token_end - group.token_start
+            # Queries a block at a time, each against the keys up to its last position only:
+            # a long prompt skips most of the causal mask's upper triangle.
+            for first in range(0, num_new, self.query_block):
+                last = min(num_new, first + self.query_block)
+                num_keys = group.num_context - num_new + last
+                rows = slice(group.token_start + first, group.token_start + last)
+                scores = torch.matmul(query[rows], keys[:num_keys].T) * softmax_scale + group.causal_bias[first:last, :, :num_keys]  # [q, H, K]
+                probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)  # [q, H, K]
+                out[rows] = torch.matmul(probs, keys[:num_keys, :num_latent])  # [q, H, C]
         return out
 
     @staticmethod

@@ -100,6 +100,7 @@ class ModelRunner:
         return PrefillGroup(
             token_start,
             token_start + item.num_new_tokens,
+            end,
             torch.tensor(item.seq.block_table[:num_blocks], dtype=torch.long, device=device),  # [nb]
             self._bias(is_future)[:, None, :],  # [n, 1, L]
         )
