@@ -7,8 +7,9 @@ are taken; their weights are the unbiased scores, renormalised when `norm_topk_p
 times `routed_scaling_factor`. The router runs in float32 whatever the model dtype.
 
 Expert compute sorts the (token, expert) pairs by expert. When the experts' weights are
-stacked in the model dtype (`stacked_weights`) and the pairs spread evenly enough that
-padding every expert to the busiest one's count at most doubles the rows, each expert's
+stacked in the model dtype (`stacked_weights`), at least half the experts are busy, and
+padding every expert to the busiest one's count at most doubles the rows (or leaves a
+batch small enough that launches, not FLOPs, are its cost), each expert's
 tokens go into its own row block of one padded `[E, M, D]` batch and two batched matmuls
 do all experts at once (a decode step with every expert busy: a handful of ops instead of
 a dozen per expert). Otherwise one matmul per expert over all tokens routed to it; the
@@ -25,6 +26,8 @@ from torch import nn
 
 from model_runtime.config import ModelConfig
 from model_runtime.layers.mlp import SwiGLU
+
+GROUPED_SMALL_ROWS = 8  # padded rows per expert below which launches, not FLOPs, dominate
 
 
 class TopkRouter(nn.Module):
@@ -72,14 +75,22 @@ class RoutedExperts(nn.Module):
         order = flat_idx.argsort(stable=True)  # [N*K] pairs grouped by expert
         token_of = order // top_k  # [N*K]
         counts = torch.bincount(flat_idx, minlength=self.num_experts)  # [E]
-        max_count = int(counts.max())
+        max_count, num_active = (int(v) for v in torch.stack([counts.max(), counts.count_nonzero()]).tolist())
         stacked = self.stacked_weights(x.dtype)
-        if stacked is not None and self.num_experts * max_count <= 2 * flat_idx.numel():
+        if stacked is not None and self._is_grouped_cheaper(flat_idx.numel(), max_count, num_active):
             out = self._grouped(x, token_of, flat_idx.index_select(0, order), counts, max_count, stacked)  # [N*K, D]
         else:
             out = self._per_expert(x.index_select(0, token_of), counts.tolist(), x.dtype)  # [N*K, D]
         weighted = out * topk_w.flatten().index_select(0, order)[:, None].to(out.dtype)  # [N*K, D]
         return torch.zeros_like(x).index_add_(0, token_of, weighted)  # [N, D]
+
+    def _is_grouped_cheaper(self, num_pairs: int, max_count: int, num_active: int) -> bool:
+        """The padded batch reads every expert's weights: worth it when at least half of
+        them are busy, and its rows are at most twice the real ones or so few (up to
+        `GROUPED_SMALL_ROWS` per expert) that the per-expert launches would cost more."""
+        padded_rows = self.num_experts * max_count
+        is_busy = 2 * num_active >= self.num_experts
+        return is_busy and (padded_rows <= 2 * num_pairs or max_count <= GROUPED_SMALL_ROWS)
 
     def _per_expert(self, x_sorted: torch.Tensor, counts: list[int], dtype: torch.dtype) -> torch.Tensor:
         out = torch.empty_like(x_sorted)  # [N*K, D]
