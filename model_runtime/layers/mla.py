@@ -86,7 +86,7 @@ class MultiHeadLatentAttention(nn.Module):
         q_nope, q_pe = q.split([self.nope_dim, self.rope_dim], dim=-1)  # [N, H, P], [N, H, R]
         kv = self.kv_a_proj_with_mqa(x)  # [N, C+R]
         kv_latent, k_pe = kv.split([self.kv_lora_rank, self.rope_dim], dim=-1)  # [N, C], [N, R]
-        kv_latent = self.kv_a_layernorm(kv_latent.contiguous())  # [N, C]
+        kv_latent = self.kv_a_layernorm(kv_latent)  # [N, C]
         q_pe = apply_rotary(q_pe, cos, sin, is_interleaved=self.is_interleaved)  # [N, H, R]
         k_pe = apply_rotary(k_pe, cos, sin, is_interleaved=self.is_interleaved)  # [N, R]
 
