@@ -7,9 +7,9 @@ are taken; their weights are the unbiased scores, renormalised when `norm_topk_p
 times `routed_scaling_factor`. The router runs in float32 whatever the model dtype.
 
 Expert compute sorts the (token, expert) pairs by expert. When the experts' weights are
-stacked in the model dtype (`stacked_weights`), at least half the experts are busy, and
-padding every expert to the busiest one's count at most doubles the rows (or leaves a
-batch small enough that launches, not FLOPs, are its cost), each expert's
+stacked in the model dtype (`stacked_weights`), the batch is small (decode-sized: there
+launches, not FLOPs, are the cost), at least half the experts are busy, and padding every
+expert to the busiest one's count at most doubles the rows (or is tiny), each expert's
 tokens go into its own row block of one padded `[E, M, D]` batch and two batched matmuls
 do all experts at once (a decode step with every expert busy: a handful of ops instead of
 a dozen per expert). Otherwise one matmul per expert over all tokens routed to it; the
@@ -28,6 +28,7 @@ from model_runtime.config import ModelConfig
 from model_runtime.layers.mlp import SwiGLU
 
 GROUPED_SMALL_ROWS = 8  # padded rows per expert below which launches, not FLOPs, dominate
+GROUPED_MAX_ROWS = 256  # padded rows per expert above which the per-expert loop is faster
 
 
 class TopkRouter(nn.Module):
@@ -85,12 +86,15 @@ class RoutedExperts(nn.Module):
         return torch.zeros_like(x).index_add_(0, token_of, weighted)  # [N, D]
 
     def _is_grouped_cheaper(self, num_pairs: int, max_count: int, num_active: int) -> bool:
-        """The padded batch reads every expert's weights: worth it when at least half of
+        """The padded batch saves launches, which only matter for small batches (up to
+        `GROUPED_MAX_ROWS` per expert; past that one expert at a time, its rows still in
+        cache, is faster). It reads every expert's weights: worth it when at least half of
         them are busy, and its rows are at most twice the real ones or so few (up to
-        `GROUPED_SMALL_ROWS` per expert) that the per-expert launches would cost more."""
+        `GROUPED_SMALL_ROWS` per expert) that the padding costs less than the launches."""
         padded_rows = self.num_experts * max_count
         is_busy = 2 * num_active >= self.num_experts
-        return is_busy and (padded_rows <= 2 * num_pairs or max_count <= GROUPED_SMALL_ROWS)
+        is_small = max_count <= GROUPED_MAX_ROWS
+        return is_busy and is_small and (padded_rows <= 2 * num_pairs or max_count <= GROUPED_SMALL_ROWS)
 
     def _per_expert(self, x_sorted: torch.Tensor, counts: list[int], dtype: torch.dtype) -> torch.Tensor:
         out = torch.empty_like(x_sorted)  # [N*K, D]
