@@ -123,6 +123,8 @@ class LLMEngine:
             request.text += request.decoder.push(token)
         if seq.is_finished:
             request.text += request.decoder.flush()
+        if not seq.params.stop:
+            return
         # Earlier text was searched already: only a match reaching into the new text is new.
         found = [i for stop in seq.params.stop if (i := request.text.find(stop, max(0, num_old_chars - len(stop) + 1))) != -1]
         if found:
@@ -135,17 +137,17 @@ class LLMEngine:
         seq = request.seq
         finished = seq.is_finished
         visible = len(request.text) if finished else max(request.num_emitted_chars, len(request.text) - request.stop_holdback)
-        output_ids = seq.output_token_ids
+        output_ids = seq.output_token_ids  # a fresh list: handed out as is
         delta_tokens = output_ids[request.num_emitted_tokens :]
         if not delta_tokens and not finished and visible == request.num_emitted_chars:
             return None
         output = RequestOutput(
             request_id=seq.seq_id,
             prompt_token_ids=request.prompt_token_ids,  # shared, not copied: read-only
-            token_ids=list(output_ids),
+            token_ids=output_ids,
             text=request.text[:visible],
             delta_text=request.text[request.num_emitted_chars : visible],
-            delta_token_ids=list(delta_tokens),
+            delta_token_ids=delta_tokens,
             finished=finished,
             finish_reason=seq.finish_reason,
             num_cached_tokens=seq.num_cached_tokens,

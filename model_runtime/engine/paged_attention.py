@@ -3,12 +3,15 @@
 The cache holds, per layer, `[num_blocks, block_size, C + R]`: the compressed latent
 and the rotary key part of every token, never expanded keys and values. Before each
 forward the runner calls `set_batch` with a `PagedBatch` saying, for each of the N
-flat tokens, where its latent goes (`slot_mapping`) and, per sequence, where its
-context lives. Sequences that bring one query token (decodes) are attended together
-in one padded batch; sequences that bring several (prefill chunks) one at a time, so
-no step pads a long prefill against short decodes.
+flat tokens, where its latent goes (`slot_mapping`) and, per sequence, which blocks
+hold its context. The batch is built once per step and read by every layer. Context
+is gathered a whole block at a time (one row of `block_size * (C + R)` values per
+block, not one per token). Sequences that bring one query token (decodes) are attended
+together in one padded batch; sequences that bring several (prefill chunks) one at a
+time, so no step pads a long prefill against short decodes.
 
-Shapes: N new tokens, H heads, C kv_lora_rank, R rope dim, S sequences, L context.
+Shapes: N new tokens, H heads, C kv_lora_rank, R rope dim, S sequences, L context
+(padded to whole blocks: nb blocks of B slots).
 """
 
 from __future__ import annotations
@@ -24,16 +27,17 @@ class PrefillGroup:
 
     token_start: int
     token_end: int
-    context_slots: torch.Tensor  # [L] cache slots of positions 0..L-1
-    causal_bias: torch.Tensor  # [n, 1, L] 0 up to each query's position, -inf after
+    num_context: int  # L: cached tokens before the chunk plus its new ones
+    context_blocks: torch.Tensor  # [nb] cache blocks of positions 0..L-1
+    causal_bias: torch.Tensor  # [n, 1, nb*B] 0 up to each query's position, -inf after
 
 
 @dataclass(frozen=True)
 class PagedBatch:
     slot_mapping: torch.Tensor  # [N] flat cache slot of each new token
     decode_token_indices: torch.Tensor  # [S_d] the one new token of each decoding sequence
-    decode_context_slots: torch.Tensor  # [S_d, L_max] padded with slot 0
-    decode_bias: torch.Tensor  # [S_d, 1, L_max] 0 where a context token is, -inf on padding
+    decode_blocks: torch.Tensor  # [S_d, nb] block tables, padded with block 0
+    decode_bias: torch.Tensor  # [S_d, 1, nb*B] 0 where a context token is, -inf on padding
     prefills: tuple[PrefillGroup, ...]
     is_all_decode: bool  # decode rows are exactly the N tokens, in order: no indexing
 
@@ -41,8 +45,9 @@ class PagedBatch:
 class PagedLatentAttention:
     """Implements `model_runtime.layers.mla.LatentAttention` over a paged cache."""
 
-    def __init__(self, kv_cache: torch.Tensor) -> None:
+    def __init__(self, kv_cache: torch.Tensor, *, query_block: int = 64) -> None:
         self.kv_cache = kv_cache  # [layers, num_blocks, block_size, C + R]
+        self.query_block = query_block  # prefill queries attended together
         self.batch: PagedBatch | None = None
 
     def set_batch(self, batch: PagedBatch) -> None:
@@ -60,27 +65,35 @@ class PagedLatentAttention:
         batch = self.batch
         assert batch is not None, "set_batch() before the forward"
         num_latent = kv_latent.shape[-1]
-        cache = self.kv_cache[layer_idx].view(-1, self.kv_cache.shape[-1])  # [slots, C + R]
-        cache[batch.slot_mapping] = torch.cat([kv_latent, k_pe], dim=-1).to(cache.dtype)  # [N, C + R]
+        layer = self.kv_cache[layer_idx]  # [num_blocks, B, C + R]
+        entry = torch.cat([kv_latent, k_pe], dim=-1).to(layer.dtype)  # [N, C + R]
+        layer.view(-1, layer.shape[-1]).index_copy_(0, batch.slot_mapping, entry)
+        blocks = layer.view(layer.shape[0], -1)  # [num_blocks, B * (C + R)]
         query = torch.cat([q_latent, q_pe], dim=-1)  # [N, H, C + R]
-        out = torch.empty_like(q_latent)  # [N, H, C]
         if batch.is_all_decode:
-            return self._decode(query, cache, batch, softmax_scale, num_latent)  # [N, H, C]
+            return self._decode(query, blocks, batch, softmax_scale, num_latent)  # [N, H, C]
+        out = torch.empty_like(q_latent)  # [N, H, C]
         if batch.decode_token_indices.numel():
-            q = query[batch.decode_token_indices]  # [S, H, C + R]
-            out[batch.decode_token_indices] = self._decode(q, cache, batch, softmax_scale, num_latent)  # [S, H, C]
+            q = query.index_select(0, batch.decode_token_indices)  # [S, H, C + R]
+            out.index_copy_(0, batch.decode_token_indices, self._decode(q, blocks, batch, softmax_scale, num_latent))
         for group in batch.prefills:
-            keys = cache.index_select(0, group.context_slots).to(query.dtype)  # [L, C + R]
-            q = query[group.token_start : group.token_end]  # [n, H, C + R]
-            scores = torch.matmul(q, keys.T) * softmax_scale + group.causal_bias  # [n, H, L]
-            probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)  # [n, H, L]
-            out[group.token_start : group.token_end] = torch.matmul(probs, keys[:, :num_latent])  # [n, H, C]
+            keys = blocks.index_select(0, group.context_blocks).view(-1, query.shape[-1]).to(query.dtype)  # [L, C + R]
+            num_new = group.token_end - group.token_start
+            # Queries a block at a time, each against the keys up to its last position only:
+            # a long prompt skips most of the causal mask's upper triangle.
+            for first in range(0, num_new, self.query_block):
+                last = min(num_new, first + self.query_block)
+                num_keys = group.num_context - num_new + last
+                rows = slice(group.token_start + first, group.token_start + last)
+                scores = torch.matmul(query[rows], keys[:num_keys].T) * softmax_scale + group.causal_bias[first:last, :, :num_keys]  # [q, H, K]
+                probs = torch.softmax(scores.float(), dim=-1).to(query.dtype)  # [q, H, K]
+                out[rows] = torch.matmul(probs, keys[:num_keys, :num_latent])  # [q, H, C]
         return out
 
     @staticmethod
-    def _decode(q: torch.Tensor, cache: torch.Tensor, batch: PagedBatch, softmax_scale: float, num_latent: int) -> torch.Tensor:
-        slots = batch.decode_context_slots  # [S, L]
-        keys = cache.index_select(0, slots.reshape(-1)).view(*slots.shape, cache.shape[-1]).to(q.dtype)  # [S, L, C + R]
+    def _decode(q: torch.Tensor, blocks: torch.Tensor, batch: PagedBatch, softmax_scale: float, num_latent: int) -> torch.Tensor:
+        num_seqs = batch.decode_blocks.shape[0]
+        keys = blocks.index_select(0, batch.decode_blocks.view(-1)).view(num_seqs, -1, q.shape[-1]).to(q.dtype)  # [S, L, C + R]
         scores = torch.baddbmm(batch.decode_bias, q, keys.transpose(1, 2), alpha=softmax_scale)  # [S, H, L]
         probs = torch.softmax(scores.float(), dim=-1).to(q.dtype)  # [S, H, L]
         return torch.bmm(probs, keys[..., :num_latent])  # [S, H, C]

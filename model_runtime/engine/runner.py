@@ -46,64 +46,77 @@ class ModelRunner:
         if not logits_indices:
             self.model.forward_tokens(input_ids, positions, self.attention, logits_indices=input_ids.new_zeros(0))
             return []
-        indices = torch.tensor(logits_indices, device=self.device)  # [M]
+        # Every token sampled (a decode-only step): all rows, no gather.
+        indices = None if len(logits_indices) == len(input_ids) else torch.tensor(logits_indices, device=self.device)  # [M]
         logits = self.model.forward_tokens(input_ids, positions, self.attention, logits_indices=indices)  # [M, V]
         sampled = [s.seq for s in scheduled if s.is_sampled]
         return self.sampler(logits, [s.seq_id for s in sampled], [s.params for s in sampled])
 
     def _prepare(self, scheduled: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor, PagedBatch, list[int]]:
+        """The step's flat tokens and the attention metadata every layer reads, built once."""
         bs = self.block_size
         input_ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
         logits_indices: list[int] = []
-        decodes: list[tuple[int, ScheduledSeq]] = []  # (token index, item)
+        decode_indices: list[int] = []
+        decode_seqs: list[ScheduledSeq] = []
         prefills: list[PrefillGroup] = []
         for item in scheduled:
             seq, start, end = item.seq, item.start, item.start + item.num_new_tokens
             token_start = len(input_ids)
-            input_ids.extend(seq.token_ids[start:end])
-            positions.extend(range(start, end))
-            slots.extend(_slots(seq.block_table, bs, start, end))
+            if item.num_new_tokens == 1:
+                input_ids.append(seq.token_ids[start])
+                positions.append(start)
+                slots.append(seq.block_table[start // bs] * bs + start % bs)
+                decode_indices.append(token_start)
+                decode_seqs.append(item)
+            else:
+                input_ids.extend(seq.token_ids[start:end])
+                positions.extend(range(start, end))
+                slots.extend(_slots(seq.block_table, bs, start, end))
+                prefills.append(self._prefill_group(item, token_start))
             if item.is_sampled:
                 logits_indices.append(len(input_ids) - 1)
-            if item.num_new_tokens == 1:
-                decodes.append((token_start, item))
-                continue
-            query_pos = torch.arange(start, end, device=self.device)  # [n]
-            is_future = torch.arange(end, device=self.device)[None, :] > query_pos[:, None]  # [n, L]
-            prefills.append(
-                PrefillGroup(
-                    token_start,
-                    len(input_ids),
-                    torch.tensor(_slots(seq.block_table, bs, 0, end), device=self.device),  # [L]
-                    torch.zeros(is_future.shape, dtype=self.dtype, device=self.device).masked_fill_(is_future, float("-inf"))[:, None, :],  # [n, 1, L]
-                )
-            )
+        tables, bias = self._decode_context(decode_seqs)
         batch = PagedBatch(
-            slot_mapping=torch.tensor(slots, device=self.device),  # [N]
+            slot_mapping=torch.tensor(slots, dtype=torch.long, device=self.device),  # [N]
+            decode_token_indices=torch.tensor(decode_indices, dtype=torch.long, device=self.device),  # [S]
+            decode_blocks=tables,
+            decode_bias=bias,
             prefills=tuple(prefills),
             is_all_decode=not prefills,
-            **self._decode_batch(decodes),
         )
         ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)  # [N]
         pos = torch.tensor(positions, dtype=torch.long, device=self.device)  # [N]
         return ids, pos, batch, logits_indices
 
-    def _decode_batch(self, decodes: list[tuple[int, ScheduledSeq]]) -> dict[str, torch.Tensor]:
-        """Context slots of every decoding sequence, padded, from their block tables."""
+    def _prefill_group(self, item: ScheduledSeq, token_start: int) -> PrefillGroup:
         bs, device = self.block_size, self.device
-        lens = [item.start + 1 for _, item in decodes]
-        max_len = max(lens, default=0)
-        max_blocks = -(-max_len // bs)
-        tables = torch.tensor([item.seq.block_table[:max_blocks] + [0] * (max_blocks - len(item.seq.block_table[:max_blocks])) for _, item in decodes], dtype=torch.long, device=device).view(len(decodes), max_blocks)  # [S, nb]
-        context_slots = (tables[:, :, None] * bs + torch.arange(bs, device=device)).view(len(decodes), max_blocks * bs)[:, :max_len]  # [S, L]
-        is_pad = torch.arange(max_len, device=device)[None, :] >= torch.tensor(lens, dtype=torch.long, device=device)[:, None]  # [S, L]
-        return {
-            "decode_token_indices": torch.tensor([i for i, _ in decodes], dtype=torch.long, device=device),  # [S]
-            "decode_context_slots": context_slots,
-            "decode_bias": torch.zeros(is_pad.shape, dtype=self.dtype, device=device).masked_fill_(is_pad, float("-inf"))[:, None, :],  # [S, 1, L]
-        }
+        start, end = item.start, item.start + item.num_new_tokens
+        num_blocks = -(-end // bs)
+        query_pos = torch.arange(start, end, device=device)  # [n]
+        is_future = torch.arange(num_blocks * bs, device=device)[None, :] > query_pos[:, None]  # [n, L]
+        return PrefillGroup(
+            token_start,
+            token_start + item.num_new_tokens,
+            end,
+            torch.tensor(item.seq.block_table[:num_blocks], dtype=torch.long, device=device),  # [nb]
+            self._bias(is_future)[:, None, :],  # [n, 1, L]
+        )
+
+    def _decode_context(self, decodes: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block tables of every decoding sequence, padded, and the bias hiding the padding."""
+        bs, device = self.block_size, self.device
+        lens = [item.start + 1 for item in decodes]
+        num_blocks = -(-max(lens, default=0) // bs)
+        rows = [item.seq.block_table[:num_blocks] for item in decodes]
+        tables = torch.tensor([row + [0] * (num_blocks - len(row)) for row in rows], dtype=torch.long, device=device).view(len(decodes), num_blocks)  # [S, nb]
+        is_pad = torch.arange(num_blocks * bs, device=device)[None, :] >= torch.tensor(lens, dtype=torch.long, device=device)[:, None]  # [S, L]
+        return tables, self._bias(is_pad)[:, None, :]  # [S, nb], [S, 1, L]
+
+    def _bias(self, is_masked: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(is_masked.shape, dtype=self.dtype, device=self.device).masked_fill_(is_masked, float("-inf"))
 
 
 def _slots(block_table: list[int], block_size: int, start: int, end: int) -> list[int]:

@@ -6,11 +6,16 @@ for *selection only*; experts are first limited to the `topk_group` groups (of
 are taken; their weights are the unbiased scores, renormalised when `norm_topk_prob`,
 times `routed_scaling_factor`. The router runs in float32 whatever the model dtype.
 
-Expert compute sorts the (token, expert) pairs by expert and runs one matmul per expert
-over all tokens routed to it; the loop is over experts that got tokens, never over
-tokens. `RoutedExperts.expert_weights` is the seam where quantized storage plugs in
-(quant/int4.py). Shapes: N tokens, D hidden, E experts, K experts per token,
-I moe_intermediate_size.
+Expert compute sorts the (token, expert) pairs by expert. When the experts' weights are
+stacked in the model dtype (`stacked_weights`), the batch is small (decode-sized: there
+launches, not FLOPs, are the cost), at least half the experts are busy, and padding every
+expert to the busiest one's count at most doubles the rows (or is tiny), each expert's
+tokens go into its own row block of one padded `[E, M, D]` batch and two batched matmuls
+do all experts at once (a decode step with every expert busy: a handful of ops instead of
+a dozen per expert). Otherwise one matmul per expert over all tokens routed to it; the
+loop is over experts that got tokens, never over tokens. `RoutedExperts.expert_weights`
+is the seam where quantized storage plugs in (quant/int4.py). Shapes: N tokens, D
+hidden, E experts, K experts per token, I moe_intermediate_size, M padded rows per expert.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from torch import nn
 
 from model_runtime.config import ModelConfig
 from model_runtime.layers.mlp import SwiGLU
+
+GROUPED_SMALL_ROWS = 8  # padded rows per expert below which launches, not FLOPs, dominate
+GROUPED_MAX_ROWS = 256  # padded rows per expert above which the per-expert loop is faster
 
 
 class TopkRouter(nn.Module):
@@ -57,24 +65,69 @@ class RoutedExperts(nn.Module):
         """Expert `expert`'s fused gate|up weight `[2I, D]` and down weight `[D, I]`."""
         raise NotImplementedError
 
+    def stacked_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """All experts' gate|up `[E, 2I, D]` and down `[E, D, I]` weights without copying,
+        or None where the storage has no such form (the per-expert loop is used)."""
+        return None
+
     def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
-        num_tokens, top_k = topk_idx.shape
+        top_k = topk_idx.shape[1]
         flat_idx = topk_idx.flatten()  # [N*K]
-        order = flat_idx.argsort(stable=True)  # [N*K]
+        order = flat_idx.argsort(stable=True)  # [N*K] pairs grouped by expert
         token_of = order // top_k  # [N*K]
-        counts = torch.bincount(flat_idx, minlength=self.num_experts).tolist()
-        x_sorted = x[token_of]  # [N*K, D]
+        counts = torch.bincount(flat_idx, minlength=self.num_experts)  # [E]
+        max_count, num_active = (int(v) for v in torch.stack([counts.max(), counts.count_nonzero()]).tolist())
+        stacked = self.stacked_weights(x.dtype)
+        if stacked is not None and self._is_grouped_cheaper(flat_idx.numel(), max_count, num_active):
+            out = self._grouped(x, token_of, flat_idx.index_select(0, order), counts, max_count, stacked)  # [N*K, D]
+        else:
+            out = self._per_expert(x.index_select(0, token_of), counts.tolist(), x.dtype)  # [N*K, D]
+        weighted = out * topk_w.flatten().index_select(0, order)[:, None].to(out.dtype)  # [N*K, D]
+        return torch.zeros_like(x).index_add_(0, token_of, weighted)  # [N, D]
+
+    def _is_grouped_cheaper(self, num_pairs: int, max_count: int, num_active: int) -> bool:
+        """The padded batch saves launches, which only matter for small batches (up to
+        `GROUPED_MAX_ROWS` per expert; past that one expert at a time, its rows still in
+        cache, is faster). It reads every expert's weights: worth it when at least half of
+        them are busy, and its rows are at most twice the real ones or so few (up to
+        `GROUPED_SMALL_ROWS` per expert) that the padding costs less than the launches."""
+        padded_rows = self.num_experts * max_count
+        is_busy = 2 * num_active >= self.num_experts
+        is_small = max_count <= GROUPED_MAX_ROWS
+        return is_busy and is_small and (padded_rows <= 2 * num_pairs or max_count <= GROUPED_SMALL_ROWS)
+
+    def _per_expert(self, x_sorted: torch.Tensor, counts: list[int], dtype: torch.dtype) -> torch.Tensor:
         out = torch.empty_like(x_sorted)  # [N*K, D]
         start = 0
         for expert, count in enumerate(counts):
             if count == 0:
                 continue
-            w13, w2 = self.expert_weights(expert, x.dtype)  # [2I, D], [D, I]
+            w13, w2 = self.expert_weights(expert, dtype)  # [2I, D], [D, I]
             gate, up = F.linear(x_sorted[start : start + count], w13).chunk(2, dim=-1)  # [n, I] each
             out[start : start + count] = F.linear(F.silu(gate) * up, w2)  # [n, D]
             start += count
-        weighted = out * topk_w.flatten()[order, None].to(out.dtype)  # [N*K, D]
-        return torch.zeros_like(x).index_add_(0, token_of, weighted)  # [N, D]
+        return out
+
+    def _grouped(
+        self,
+        x: torch.Tensor,  # [N, D]
+        token_of: torch.Tensor,  # [N*K] token of each pair, pairs grouped by expert
+        expert_of: torch.Tensor,  # [N*K] expert of each pair, ascending
+        counts: torch.Tensor,  # [E]
+        max_count: int,
+        stacked: tuple[torch.Tensor, torch.Tensor],  # [E, 2I, D], [E, D, I]
+    ) -> torch.Tensor:
+        w13, w2 = stacked
+        num_experts, dim = self.num_experts, x.shape[1]
+        first_of_expert = counts.cumsum(0) - counts  # [E] first pair of each expert
+        rank = torch.arange(expert_of.numel(), device=x.device) - first_of_expert.index_select(0, expert_of)  # [N*K] pair's row within its expert
+        dest = expert_of * max_count + rank  # [N*K] pair's row in the padded batch
+        # Padding rows read token 0: computed, never read back.
+        source = torch.zeros(num_experts * max_count, dtype=torch.long, device=x.device).index_copy_(0, dest, token_of)  # [E*M]
+        padded = x.index_select(0, source).view(num_experts, max_count, dim)  # [E, M, D]
+        gate, up = torch.bmm(padded, w13.transpose(1, 2)).chunk(2, dim=-1)  # [E, M, I] each
+        down = torch.bmm(F.silu(gate) * up, w2.transpose(1, 2))  # [E, M, D]
+        return down.view(-1, dim).index_select(0, dest)  # [N*K, D]
 
 
 class DenseExperts(RoutedExperts):
@@ -88,6 +141,9 @@ class DenseExperts(RoutedExperts):
 
     def expert_weights(self, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         return self.w13[expert].to(dtype), self.w2[expert].to(dtype)
+
+    def stacked_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        return (self.w13, self.w2) if self.w13.dtype == dtype else None
 
 
 class MoE(nn.Module):

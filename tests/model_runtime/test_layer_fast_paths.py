@@ -1,0 +1,50 @@
+"""The layers' launch-saving fast paths compute what their plain forms compute (float32)."""
+
+from __future__ import annotations
+
+import torch
+
+from model_runtime.layers.moe import DenseExperts
+from model_runtime.layers.rope import apply_rotary
+
+
+def experts(seed: int = 0) -> DenseExperts:
+    torch.manual_seed(seed)
+    module = DenseExperts(num_experts=8, dim=16, hidden_dim=8)
+    torch.nn.init.normal_(module.w13, std=0.2)
+    torch.nn.init.normal_(module.w2, std=0.2)
+    return module
+
+
+def routing(num_tokens: int, num_experts: int = 8, top_k: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    idx = torch.stack([torch.randperm(num_experts, generator=gen)[:top_k] for _ in range(num_tokens)])  # [N, K]
+    return idx, torch.rand(num_tokens, top_k, generator=gen)  # [N, K], [N, K]
+
+
+def test_grouped_experts_equal_the_per_expert_loop() -> None:
+    module = experts()
+    x = torch.randn(24, 16)  # [N, D]
+    idx, weights = routing(24)
+    counts = torch.bincount(idx.flatten(), minlength=8)
+    assert module._is_grouped_cheaper(idx.numel(), int(counts.max()), int(counts.count_nonzero()))
+    grouped = module(x, idx, weights)
+    module.stacked_weights = lambda dtype: None  # type: ignore[method-assign]  # the loop
+    torch.testing.assert_close(grouped, module(x, idx, weights), rtol=1e-5, atol=1e-6)
+
+
+def test_large_batches_use_the_per_expert_loop() -> None:
+    module = experts()
+    idx, _ = routing(4096)
+    counts = torch.bincount(idx.flatten(), minlength=8)
+    assert not module._is_grouped_cheaper(idx.numel(), int(counts.max()), int(counts.count_nonzero()))
+
+
+def test_complex_rotation_equals_the_pairwise_formula() -> None:
+    q = torch.randn(5, 3, 24)  # [N, H, P + R]
+    q_pe = q[..., 16:]  # [N, H, R] a strided view, as MLA passes it
+    angles = torch.rand(5, 4) * 10  # [N, R/2]
+    cos, sin = angles.cos(), angles.sin()
+    x1, x2 = q_pe[..., 0::2], q_pe[..., 1::2]
+    expected = torch.cat([x1 * cos[:, None] - x2 * sin[:, None], x2 * cos[:, None] + x1 * sin[:, None]], dim=-1)
+    torch.testing.assert_close(apply_rotary(q_pe, cos, sin, is_interleaved=True), expected, rtol=1e-6, atol=1e-6)
