@@ -13,10 +13,14 @@ machine may be shared). Prints the figures and the ratios.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.model_runtime.oracle
 
 from model_runtime.engine.llm import LLM, EngineConfig
 from model_runtime.engine.sampling_params import SamplingParams
