@@ -189,7 +189,9 @@ class OpenAIChatModel:
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
-                    break
+                    # Read on to the end rather than break: a body left unread makes the
+                    # HTTP client close the connection instead of reusing it.
+                    continue
                 try:
                     chunk = json.loads(data)
                 except json.JSONDecodeError as exc:
