@@ -130,6 +130,7 @@ class FakeOpenAIServer:
         self.api_key = api_key
         self.requests: list[dict[str, Any]] = []
         self.headers_seen: list[dict[str, str]] = []
+        self.client_ports: list[int] = []  # one per request: fewer distinct ports = reused connections
         self.in_flight = 0
         self.max_in_flight = 0
         self.port = 0
@@ -155,6 +156,7 @@ class FakeOpenAIServer:
         body = await request.json()
         self.requests.append(body)
         self.headers_seen.append(dict(request.headers))
+        self.client_ports.append(request.client.port if request.client else 0)
         if self.api_key is not None and request.headers.get("authorization") != f"Bearer {self.api_key}":
             return JSONResponse({"error": {"message": "bad key", "type": "invalid_request_error"}}, status_code=401)
         reply = self.brain(body)

@@ -195,3 +195,16 @@ async def test_cancelling_one_subagent_leaves_its_siblings_running(make_harness)
     assert "result for quick" in outcome.final_answer
     statuses = {a.task: a.status for a in harness.store.agents(outcome.run_id)}
     assert statuses == {"p": "succeeded", "SLOW doomed": "cancelled", "quick": "succeeded"}
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_calls_reuse_their_http_connection(make_harness, stream: bool) -> None:
+    def brain(body):
+        turns = sum(1 for m in body["messages"] if m["role"] == "assistant")
+        return Reply(tool_calls=[("echo", {"text": str(turns)})]) if turns < 5 else Reply(content="done")
+
+    harness = make_harness(brain)
+    outcome = await harness.run(mode="single", stream=stream)
+    assert outcome.status == "succeeded"
+    assert len(harness.server.client_ports) == 6
+    assert len(set(harness.server.client_ports)) == 1  # one keep-alive connection for all six calls
