@@ -177,16 +177,17 @@ def single_run(seed: int, num_entities: int) -> tuple[WideTask, Conversation]:
 def sample_conversation(rng: random.Random, *, max_single_entities: int = 8) -> Conversation:
     """One training conversation from a fresh world (seed drawn from `rng`).
 
-    Mixture: sub-agents (the lookups) half the time, orchestrators (2 to 16 entities) a
-    third, single agents (2 to `max_single_entities`) the rest.
+    Mixture, by conversation: sub-agents (the lookups, short) 60%; orchestrators 30%,
+    with 2 to 16 entities, small N drawn more often (long tables are mostly more of the
+    same copying); single agents 10%, 2 to `max_single_entities`.
     """
     seed = rng.randrange(TRAIN_SEED_LIMIT)
     draw = rng.random()
-    if draw < 0.5:
+    if draw < 0.6:
         task, conversations = swarm_run(seed, 1 + seed % 4)
         return conversations[1 + rng.randrange(len(conversations) - 1)]
-    if draw < 0.83:
-        return swarm_run(seed, rng.randint(2, 16))[1][0]
+    if draw < 0.9:
+        return swarm_run(seed, 2 + int(15 * rng.random() ** 2))[1][0]
     return single_run(seed, rng.randint(2, max_single_entities))[1]
 
 
