@@ -48,9 +48,10 @@ def load_demo_model(checkpoint: Path) -> ChatModel:
 
 
 def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStore, model_label: str = "local:demo",
-             modes: tuple[str, ...] = ("swarm", "single"), extra_sinks: list[TraceSink] | None = None) -> dict[str, Any]:  # fmt: skip
-    """Runs the modes in order (closing `model` after); returns the swarm run's JSON with the
-    demo's figures added."""
+             modes: tuple[str, ...] = ("swarm", "single"), extra_sinks: list[TraceSink] | None = None,
+             close_model: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Runs the modes in order; returns the swarm run's JSON with the demo's figures added.
+    `model` is closed after unless `close_model` is False (a benchmark reuses it)."""
     if not 1 <= num_entities <= 16:
         raise ValueError("--entities must be between 1 and 16")
     world = world_for(seed, num_entities)
@@ -72,8 +73,9 @@ def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStor
                     outcome = await coordinator.run()
                     summaries[mode] = {"run_id": outcome.run_id}
             finally:
-                with anyio.CancelScope(shield=True):
-                    await retrying.aclose()
+                if close_model:
+                    with anyio.CancelScope(shield=True):
+                        await retrying.aclose()
 
         anyio.run(main)
         recorder.flush()
