@@ -158,7 +158,10 @@ def export_checkpoint(model: DeepseekV3ForCausalLM, config: dict[str, Any], toke
 
 
 def save_state(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, step: int, config: dict[str, Any]) -> None:
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "config": config}, path)
+    """Written beside `path`, then renamed over it: a reader never sees half a file."""
+    partial = path.with_suffix(".partial")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "config": config}, partial)
+    partial.replace(path)
 
 
 def config_json(config: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from demo.abilities import EvalSet, evaluate
 from demo.model import RoutingBalancer, build_model, demo_config, export_checkpoint, save_state, train_logits
 from demo.trajectories import TRAIN_SEED_LIMIT, encode, sample_conversation
 from demo.vocab import build_tokenizer, vocab_size
+from model_runtime import load_model
 from model_runtime.tokenizer import KimiTokenizer
 
 
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/state.pt")
     parser.add_argument("--config", type=str, default="{}", help="JSON overrides of demo_config (e.g. a tiny test model)")
     parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--export-only", action="store_true", help="export OUT_DIR/state.pt (implies --resume), no training")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -123,12 +125,14 @@ def main(argv: list[str] | None = None) -> None:
     if not (tokenizer_dir / "tiktoken.model").is_file():
         build_tokenizer(tokenizer_dir)
     tokenizer = KimiTokenizer.from_dir(tokenizer_dir)
-    config = demo_config(tokenizer.vocab_size, **json.loads(args.config))
+    state = None
+    if (args.resume or args.export_only) and (out / "state.pt").is_file():
+        state = torch.load(out / "state.pt", weights_only=False)
+    config = state["config"] if state else demo_config(tokenizer.vocab_size, **json.loads(args.config))
     model = build_model(config, seed=args.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step = 0
-    if args.resume and (out / "state.pt").is_file():
-        state = torch.load(out / "state.pt", weights_only=False)
+    if state:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
@@ -141,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     log = (out / "log.jsonl").open("a")
     started = time.time()
     tokens_seen = 0
-    while step < args.steps:
+    while step < args.steps and not args.export_only:
         if args.minutes is not None and time.time() - started > 60 * args.minutes:
             break
         for group in optimizer.param_groups:
@@ -165,10 +169,13 @@ def main(argv: list[str] | None = None) -> None:
             log.write(json.dumps(record) + "\n")
             log.flush()
             save_state(out / "state.pt", model, optimizer, step, config)
-    save_state(out / "state.pt", model, optimizer, step, config)
+    if not args.export_only:
+        save_state(out / "state.pt", model, optimizer, step, config)
     if not args.no_export:
         path = export_checkpoint(model.eval(), config, tokenizer_dir, out / "checkpoint")
-        print(f"checkpoint: {path}", flush=True)
+        exported = evaluate(load_model(path, dtype=torch.float32), eval_set)  # as shipped: INT4 experts, bf16
+        print(f"checkpoint: {path}\n" + json.dumps({"step": step, "exported": exported}), flush=True)
+        log.write(json.dumps({"step": step, "exported": exported}) + "\n")
 
 
 if __name__ == "__main__":
