@@ -5,6 +5,7 @@
     swarm tui [--db PATH] [TASK.toml] [--model SPEC] [--model-name NAME]
     swarm serve --model DIR [--host H] [--port P]
     swarm model init-tiny DIR [--int4] | info DIR | quantize SRC DST
+    swarm demo [--seed N] [--entities K] [--json]   (the offline demo, demo/run.py)
 
 Exit codes: 0 succeeded, 1 failed or over budget, 2 bad input, 130 cancelled. A user
 mistake prints one line naming the file, flag or field and the problem; no traceback.
@@ -260,6 +261,37 @@ def tui_command(
     from tui.app import SwarmApp  # lazily: `swarm run` never pays for Textual
 
     SwarmApp(store, plan=plan, default_model=model, default_model_name=model_name).run()
+
+
+# -- swarm demo --------------------------------------------------------------------
+
+
+@app.command("demo")
+def demo_command(
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the fresh fixture world and task.")] = 1,
+    entities: Annotated[int, typer.Option("--entities", min=1, max=16, help="Entities to look up (1-16).")] = 8,
+    model: Annotated[Path | None, typer.Option("--model", help="Checkpoint folder (default: the shipped demo model).")] = None,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    single: Annotated[bool, typer.Option("--single/--no-single", help="Also run the single-agent baseline.")] = True,
+) -> None:
+    """Offline end to end: a fresh fixture world, the shipped demo model, swarm then single agent."""
+    from demo.run import DEFAULT_CHECKPOINT, describe, load_demo_model, run_demo  # torch, Playwright: only here
+
+    checkpoint = model or DEFAULT_CHECKPOINT
+    if not (checkpoint / "config.json").is_file():
+        _fail(
+            f"no demo checkpoint at {checkpoint}: the demo model is not shipped yet; train one with "
+            "`python -m demo.train OUT_DIR` and pass --model OUT_DIR/checkpoint"
+        )
+    store = _open_store(db)
+    try:
+        result = run_demo(seed=seed, num_entities=entities, model=load_demo_model(checkpoint), store=store,
+                          model_label=f"local:{checkpoint}", modes=("swarm", "single") if single else ("swarm",))  # fmt: skip
+    except (SwarmError, StorageError) as exc:
+        _fail(str(exc), EXIT_FAILED)
+    print(json.dumps(result) if as_json else describe(result))
+    raise typer.Exit(_EXIT_BY_STATUS[result["status"]])
 
 
 def main() -> None:

@@ -1,0 +1,109 @@
+"""`swarm demo`: one wide lookup on a fresh fixture world, in swarm mode and then single mode.
+
+Generates the world of `seed`, serves it on loopback, and runs the task twice with the
+`local:` backend (our runtime generating every token) and the demo kit (real Chromium
+reading the pages): first as a swarm (an orchestrator fanning out to one sub-agent per
+entity), then as one agent doing the lookups in turn, the baseline that shows what
+parallelism buys. Both runs are traced to the same SQLite database. The result is
+DESIGN.md's run JSON of the swarm run plus `accuracy`, `single_agent` and
+`ground_truth`.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from demo.tasks import item_accuracy, sample_task, world_for
+from demo.trajectories import ORCHESTRATOR_PROMPT, SINGLE_PROMPT
+from demo.web_kit import FixtureWebKit
+from storage.store import TraceStore
+from swarm.backends.retry import AdaptiveLimiter, RetryingModel, RetryPolicy
+from swarm.coordinator import Coordinator, RunRequest
+from swarm.events import FanOut, TraceSink
+from swarm.limits import Limits
+from swarm.model import ChatModel
+from swarm.recorder import Recorder
+from swarm.summary import run_summary
+from tools.fixture_web.server import FixtureWebServer
+
+DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoint"
+MAX_TOKENS = 1024
+
+
+def demo_limits(num_entities: int, mode: str) -> Limits:
+    steps = 4 if mode == "swarm" else 2 * num_entities + 3
+    return Limits(max_subagents=num_entities + 2, max_tool_calls=4 * num_entities + 8, max_concurrency=16,
+                  orchestrator_max_steps=steps, subagent_max_steps=5, timeout_s=900)  # fmt: skip
+
+
+def load_demo_model(checkpoint: Path) -> ChatModel:
+    """The checkpoint on the embedded engine, greedy (`local:`); imports torch."""
+    from swarm.backends.local import load_local_model
+
+    return load_local_model(str(checkpoint), model_name="moe-swarm-demo", temperature=0.0, max_tokens=MAX_TOKENS)
+
+
+def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStore, model_label: str = "local:demo",
+             modes: tuple[str, ...] = ("swarm", "single"), extra_sinks: list[TraceSink] | None = None,
+             close_model: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Runs the modes in order; returns the swarm run's JSON with the demo's figures added.
+    `model` is closed after unless `close_model` is False (a benchmark reuses it)."""
+    if not 1 <= num_entities <= 16:
+        raise ValueError("--entities must be between 1 and 16")
+    world = world_for(seed, num_entities)
+    task = sample_task(world, random.Random(seed), num_entities)
+    summaries: dict[str, dict[str, Any]] = {}
+    with FixtureWebServer(world) as web, Recorder(store) as recorder:
+        sinks: list[TraceSink] = [recorder, *(extra_sinks or [])]
+
+        async def main() -> None:
+            retrying = RetryingModel(model, policy=RetryPolicy(), limiter=AdaptiveLimiter(17))
+            try:
+                for mode in modes:
+                    request = RunRequest(
+                        prompt=task.prompt(), mode=mode, limits=demo_limits(num_entities, mode),  # type: ignore[arg-type]
+                        system_prompt=ORCHESTRATOR_PROMPT if mode == "swarm" else SINGLE_PROMPT,
+                        model_label=model_label, config_json="{}",
+                    )  # fmt: skip
+                    coordinator = Coordinator(request, retrying, [FixtureWebKit(web.base_url)], FanOut(sinks))
+                    outcome = await coordinator.run()
+                    summaries[mode] = {"run_id": outcome.run_id}
+            finally:
+                if close_model:
+                    with anyio.CancelScope(shield=True):
+                        await retrying.aclose()
+
+        anyio.run(main)
+        recorder.flush()
+    for mode, entry in summaries.items():
+        summary = run_summary(store, entry["run_id"])
+        num_right, num_items = item_accuracy(task, summary.get("final_answer"))
+        summaries[mode] = summary | {"accuracy": round(num_right / num_items, 4)}
+    result = dict(summaries.get("swarm") or summaries[modes[0]])
+    if "single" in summaries and "swarm" in summaries:
+        single = summaries["single"]
+        result["single_agent"] = {key: single[key] for key in ("run_id", "status", "final_answer", "accuracy", "wall_time_s",
+                                                               "critical_steps", "num_tool_calls", "usage")}  # fmt: skip
+        result["speedup"] = round(single["wall_time_s"] / max(result["wall_time_s"], 1e-9), 2)
+    result["ground_truth"] = task.ground_truth()
+    result["task"] = task.prompt()
+    result["db"] = str(store.path)
+    return result
+
+
+def describe(result: dict[str, Any]) -> str:
+    """The human-readable report `swarm demo` prints."""
+    lines = [f"task: {result['task']}", "", result.get("final_answer") or "(no answer)", ""]
+    lines.append(f"swarm:  accuracy {result['accuracy']:.0%}, wall {result['wall_time_s']:.1f} s, "
+                 f"critical steps {result['critical_steps']}, status {result['status']}")  # fmt: skip
+    single = result.get("single_agent")
+    if single:
+        lines.append(f"single: accuracy {single['accuracy']:.0%}, wall {single['wall_time_s']:.1f} s, "
+                     f"critical steps {single['critical_steps']}, status {single['status']}")  # fmt: skip
+        lines.append(f"speedup: {result['speedup']}x wall time")
+    lines.append(f"trace: swarm runs show {result['run_id']} --db {result['db']}")
+    return "\n".join(lines)

@@ -1,0 +1,111 @@
+"""The demo's task family: "for each of these N entities, find attributes X and Y".
+
+A `WideTask` names one kind of entity (city, company, person), two of the attributes
+its fixture pages show (by their page labels, e.g. "Population", "Home city") and N
+entities of one seeded world. This module writes the texts both modes use (the user's
+prompt, the orchestrator's sub-task for one entity, a sub-agent's answer, the final
+table) and scores a final answer against the world's ground truth. The texts are
+short and regular on purpose: a small model trained on them must copy names and
+values between them.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from tools.fixture_web.world import Entity, World, generate_world
+
+PLURALS = {"city": "cities", "company": "companies", "person": "people"}
+
+
+def page_label(key: str) -> str:
+    """An attribute key as the fixture page's table labels it (render._label)."""
+    return "CEO" if key == "ceo" else key.replace("_", " ").capitalize()
+
+
+def labels_of(kind: str, world: World) -> list[str]:
+    entity = next(e for e in world.entities if e.kind == kind)
+    return sorted(page_label(key) for key in entity.attributes)
+
+
+def value_of(entity: Entity, label: str) -> str:
+    for key, value in entity.attributes.items():
+        if page_label(key) == label:
+            return str(value)
+    raise KeyError(f"{entity.id} has no attribute labelled {label!r}")
+
+
+@dataclass(frozen=True)
+class WideTask:
+    """One wide lookup over a world: `entities` (in the prompt's order) x `labels`."""
+
+    kind: str
+    labels: tuple[str, str]
+    entities: tuple[Entity, ...]
+
+    def prompt(self) -> str:
+        names = ", ".join(e.name for e in self.entities)
+        what = PLURALS[self.kind]
+        return f"For each of these {len(self.entities)} {what}, find {self.labels[0]} and {self.labels[1]}: {names}. Answer with a table."
+
+    def subtask(self, entity: Entity) -> str:
+        """What the orchestrator asks one sub-agent to do."""
+        return f"Find {entity.name}: {self.labels[0]}, {self.labels[1]}"
+
+    def answer(self, entity: Entity) -> str:
+        """A sub-agent's final answer: the values in the order asked, as the cells of a table row."""
+        return "| " + " | ".join(value_of(entity, label) for label in self.labels) + " |"
+
+    def table(self, answers: list[str] | None = None) -> str:
+        """The final answer; `answers` (one per entity) default to the ground truth."""
+        answers = answers if answers is not None else [self.answer(e) for e in self.entities]
+        lines = [f"| {self.kind} | {self.labels[0]} | {self.labels[1]} |", "|---|---|---|"]
+        lines += [f"| {e.name} {a}" for e, a in zip(self.entities, answers, strict=True)]
+        return "\n".join(lines)
+
+    def ground_truth(self) -> list[dict[str, str]]:
+        return [
+            {"entity": e.name, "attribute": label, "value": value_of(e, label)}
+            for e in self.entities
+            for label in self.labels
+        ]
+
+
+def world_for(seed: int, num_entities: int) -> World:
+    """A world with at least `num_entities` entities of each kind."""
+    return generate_world(seed, num_entities=max(24, 3 * num_entities))
+
+
+def sample_task(world: World, rng: random.Random, num_entities: int, kind: str | None = None) -> WideTask:
+    kind = kind or rng.choice(sorted(PLURALS))
+    pool = [e for e in world.entities if e.kind == kind]
+    if num_entities > len(pool):
+        raise ValueError(f"the world has {len(pool)} {PLURALS[kind]}, fewer than {num_entities}")
+    first, second = rng.sample(labels_of(kind, world), 2)
+    return WideTask(kind=kind, labels=(first, second), entities=tuple(rng.sample(pool, num_entities)))
+
+
+def parse_table(text: str) -> dict[str, list[str]]:
+    """Rows of a Markdown table by their first cell (lower-cased): the other cells."""
+    rows: dict[str, list[str]] = {}
+    for line in text.splitlines():
+        if not line.strip().startswith("|") or re.fullmatch(r"[\s|:-]*", line):
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells:
+            rows.setdefault(cells[0].lower(), cells[1:])
+    return rows
+
+
+def item_accuracy(task: WideTask, answer: str | None) -> tuple[int, int]:
+    """(items right, items asked): an item is one entity's value of one attribute."""
+    rows = parse_table(answer or "")
+    num_right = 0
+    for entity in task.entities:
+        cells = rows.get(entity.name.lower(), [])
+        for i, label in enumerate(task.labels):
+            if i < len(cells) and cells[i].lower() == value_of(entity, label).lower():
+                num_right += 1
+    return num_right, 2 * len(task.entities)

@@ -1,0 +1,182 @@
+"""Train the demo model: `python -m demo.train OUT_DIR [--steps N] [--minutes M] ...`.
+
+1. Learns the tokenizer from generated conversations (demo/vocab.py) into OUT_DIR/tokenizer.
+2. Trains model_runtime's architecture (demo/model.py) on conversations from fresh seeded
+   worlds (demo/trajectories.py), one per row, batched with others of similar length. Loss: the assistant's tokens, plus the rest at
+   `--context-weight` (copies such as a tool result echoing its call help the model
+   learn to copy early).
+3. Every `--eval-every` steps, measures each ability on worlds whose seeds training never
+   draws (`demo/abilities.py`), and appends a line to OUT_DIR/log.jsonl.
+4. Saves OUT_DIR/state.pt (resumable with --resume) and, at the end, the shipped format:
+   OUT_DIR/checkpoint (HF layout, routed experts INT4, tokenizer and chat template).
+
+CPU: run it under `nice -n 19`; it uses `--threads` (2) threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from demo.abilities import EvalSet, evaluate
+from demo.model import RoutingBalancer, build_model, demo_config, export_checkpoint, save_state, train_logits
+from demo.trajectories import TRAIN_SEED_LIMIT, encode, sample_conversation
+from demo.vocab import build_tokenizer, vocab_size
+from model_runtime import load_model
+from model_runtime.tokenizer import KimiTokenizer
+
+
+class Batcher:
+    """Batches of whole conversations, one per row, of similar lengths (a pool is sorted by
+    length and cut into batches of at most `max_tokens` row slots, padding included)."""
+
+    def __init__(self, tokenizer: KimiTokenizer, rng: random.Random, *, max_tokens: int, max_len: int,
+                 max_single_entities: int, pool_size: int = 64) -> None:  # fmt: skip
+        self.tokenizer, self.rng = tokenizer, rng
+        self.max_tokens, self.max_len, self.pool_size = max_tokens, max_len, pool_size
+        self.max_single_entities = max_single_entities
+        self.pad_id = tokenizer.token_id("[EOS]") or 0
+        self._ready: list[dict[str, torch.Tensor]] = []
+
+    def _document(self) -> tuple[list[int], list[bool]]:
+        while True:
+            seed = self.rng.randrange(TRAIN_SEED_LIMIT)
+            conversation = sample_conversation(random.Random(seed), max_single_entities=self.max_single_entities)
+            ids, mask = encode(self.tokenizer, conversation.segments())
+            if len(ids) <= self.max_len:
+                return ids, mask
+
+    def batch(self) -> dict[str, torch.Tensor]:
+        if not self._ready:
+            pool = sorted((self._document() for _ in range(self.pool_size)), key=lambda doc: len(doc[0]))
+            group: list[tuple[list[int], list[bool]]] = []
+            for doc in pool:
+                if group and (len(group) + 1) * len(doc[0]) > self.max_tokens:
+                    self._ready.append(self._tensors(group))
+                    group = []
+                group.append(doc)
+            self._ready.append(self._tensors(group))
+            self.rng.shuffle(self._ready)
+        return self._ready.pop()
+
+    def _tensors(self, docs: list[tuple[list[int], list[bool]]]) -> dict[str, torch.Tensor]:
+        length = max(len(ids) for ids, _ in docs)
+        ids = torch.full((len(docs), length), self.pad_id, dtype=torch.long)
+        is_assistant = torch.zeros(len(docs), length, dtype=torch.bool)
+        is_real = torch.zeros(len(docs), length, dtype=torch.bool)
+        for row, (doc_ids, mask) in enumerate(docs):
+            ids[row, : len(doc_ids)] = torch.tensor(doc_ids)
+            is_assistant[row, : len(doc_ids)] = torch.tensor(mask)
+            is_real[row, : len(doc_ids)] = True
+        return {"ids": ids, "is_assistant": is_assistant, "is_real": is_real}
+
+
+def loss_of(model: torch.nn.Module, batch: dict[str, torch.Tensor], context_weight: float) -> tuple[torch.Tensor, float]:
+    """Weighted next-token loss; also returns the assistant-token loss alone (for the log)."""
+    logits = train_logits(model, batch["ids"])  # [B, T, V]
+    targets = batch["ids"][:, 1:]
+    is_real = batch["is_real"][:, 1:]
+    is_assistant = batch["is_assistant"][:, 1:]
+    weight = torch.where(is_assistant, 1.0, context_weight) * is_real
+    per_token = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").view_as(weight)
+    loss = (per_token * weight).sum() / weight.sum()
+    assistant_loss = float((per_token.detach() * is_assistant).sum() / is_assistant.sum().clamp(min=1))
+    return loss, assistant_loss
+
+
+def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--steps", type=int, default=3000, help="schedule length (the cosine runs over it)")
+    parser.add_argument("--minutes", type=float, default=None, help="stop (and export) after this much wall time")
+    parser.add_argument("--batch-tokens", type=int, default=6144, help="row slots per batch, padding included")
+    parser.add_argument("--max-len", type=int, default=1536, help="longest conversation trained on, in tokens")
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--context-weight", type=float, default=0.2)
+    parser.add_argument("--max-single-entities", type=int, default=8)
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/state.pt")
+    parser.add_argument("--config", type=str, default="{}", help="JSON overrides of demo_config (e.g. a tiny test model)")
+    parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--export-only", action="store_true", help="export OUT_DIR/state.pt (implies --resume), no training")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    out: Path = args.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = out / "tokenizer"
+    if not (tokenizer_dir / "tiktoken.model").is_file():
+        build_tokenizer(tokenizer_dir)
+    tokenizer = KimiTokenizer.from_dir(tokenizer_dir)
+    state = None
+    if (args.resume or args.export_only) and (out / "state.pt").is_file():
+        state = torch.load(out / "state.pt", weights_only=False)
+    config = state["config"] if state else demo_config(tokenizer.vocab_size, **json.loads(args.config))
+    model = build_model(config, seed=args.seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
+    step = 0
+    if state:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step = state["step"]
+    balancer = RoutingBalancer(model)
+    batcher = Batcher(tokenizer, random.Random(args.seed * 7919 + step), max_tokens=args.batch_tokens,
+                      max_len=args.max_len, max_single_entities=args.max_single_entities)  # fmt: skip
+    eval_set = EvalSet.build(tokenizer, max_len=args.max_len)
+    num_params = sum(p.numel() for p in model.parameters())
+    print(f"model: {num_params / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size}; eval: {eval_set.describe()}", flush=True)
+    log = (out / "log.jsonl").open("a")
+    started = time.time()
+    tokens_seen = 0
+    while step < args.steps and not args.export_only:
+        if args.minutes is not None and time.time() - started > 60 * args.minutes:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
+        batch = batcher.batch()
+        loss, assistant_loss = loss_of(model, batch, args.context_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        imbalance = balancer.update()
+        step += 1
+        tokens_seen += int(batch["is_real"].sum())
+        if step % 10 == 0:
+            print(f"step {step} loss {loss.item():.3f} assistant {assistant_loss:.3f} imbalance {imbalance:.2f} "
+                  f"{(time.time() - started) / 60:.1f} min", flush=True)  # fmt: skip
+        if step % args.eval_every == 0 or step == args.steps:
+            record = {"step": step, "minutes": round((time.time() - started) / 60, 2), "loss": round(loss.item(), 4),
+                      "assistant_loss": round(assistant_loss, 4), "tokens": tokens_seen, **evaluate(model, eval_set)}  # fmt: skip
+            print(json.dumps(record), flush=True)
+            log.write(json.dumps(record) + "\n")
+            log.flush()
+            save_state(out / "state.pt", model, optimizer, step, config)
+    if not args.export_only:
+        save_state(out / "state.pt", model, optimizer, step, config)
+    if not args.no_export:
+        path = export_checkpoint(model.eval(), config, tokenizer_dir, out / "checkpoint")
+        exported = evaluate(load_model(path, dtype=torch.float32), eval_set)  # as shipped: INT4 experts, bf16
+        print(f"checkpoint: {path}\n" + json.dumps({"step": step, "exported": exported}), flush=True)
+        log.write(json.dumps({"step": step, "exported": exported}) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Training conversations for the demo model, from seeded fixture worlds.
+
+Every agent of a run is one conversation, written the way the swarm writes it
+(swarm/agent.py's messages, backends/local.py's `to_kimi_dict`) and rendered by the
+same `render_chat` with the demo's chat template (chat_template.jinja):
+
+    orchestrator  system, user prompt; one turn that calls create_subagent and one
+                  assign_task per entity (they run in parallel); the N answers; the table
+    subagent      system (the orchestrator's), its task; web_search; browser_navigate;
+                  the values
+    single        system, user prompt; web_search and browser_navigate per entity, one
+                  after another; the table
+
+Tool results are what the demo kit (demo/web_kit.py) returns for those pages; the
+coordinator's own results (create_subagent's confirmation) are its exact strings.
+`encode` turns a conversation into token ids and a mask of the assistant's tokens
+(what the model must learn to write).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import jinja2
+import jinja2.sandbox
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from demo.tasks import WideTask, sample_task, world_for
+from demo.web_kit import facts_text, search_text
+from model_runtime.chat_format import render_chat
+from tools.fixture_web.world import Entity, World
+
+ORCHESTRATOR_PROMPT = "You lead a swarm. Give each entity to a finder, then answer with a table."
+SINGLE_PROMPT = "Look up each entity in turn, then answer with a table."
+SUBAGENT_NAME = "finder"
+SUBAGENT_PROMPT = "Look up the entity and answer with the values."
+
+KIT_TOOLS = ("web_search", "browser_navigate")
+SWARM_TOOLS = ("create_subagent", "assign_task")
+CREATED = "Sub-agent {name!r} created. Use assign_task(agent={name!r}, task=...) to run it."  # coordinator.py
+
+Message = dict[str, Any]
+
+TRAIN_SEED_LIMIT = 1_000_000_000
+"""Training worlds use seeds below this; evaluation worlds use seeds at or above it."""
+
+
+@cache
+def chat_template() -> str:
+    return (Path(__file__).parent / "chat_template.jinja").read_text()
+
+
+@cache
+def _compiled_template() -> jinja2.Template:
+    """The template compiled once, in the environment `render_chat` builds per call (a test
+    checks the outputs agree); compiling per message would dominate data generation."""
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = lambda v, **kw: json.dumps(v, ensure_ascii=False, **kw)
+    return env.from_string(chat_template())
+
+
+def render_fast(messages: list[Message], tools: list[dict[str, Any]] | None, *, add_generation_prompt: bool) -> str:
+    return _compiled_template().render(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt)
+
+
+def tool_dicts(names: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Tools as `ToolSpec.to_openai()` passes them (the template reads only the names)."""
+    return [{"type": "function", "function": {"name": name, "description": "", "parameters": {}}} for name in names]
+
+
+@dataclass
+class Conversation:
+    role: str  # orchestrator | subagent | single
+    tools: tuple[str, ...]
+    messages: list[Message] = field(default_factory=list)
+
+    def render(self, *, add_generation_prompt: bool = False) -> str:
+        return render_chat(self.messages, tool_dicts(self.tools), template=chat_template(), add_generation_prompt=add_generation_prompt)
+
+    def segments(self) -> list[tuple[str, bool]]:
+        """The rendered text in pieces, each marked True where the assistant wrote it."""
+        pieces = [(render_fast([], tool_dicts(self.tools), add_generation_prompt=False), False)]
+        head = render_fast([], None, add_generation_prompt=True)  # "<|im_assistant|>assistant<|im_middle|>"
+        for message in self.messages:
+            text = render_fast([message], None, add_generation_prompt=False)
+            if message["role"] == "assistant":
+                pieces += [(head, False), (text.removeprefix(head), True)]
+            else:
+                pieces.append((text, False))
+        return pieces
+
+
+def _call(name: str, index: int, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"id": f"functions.{name}:{index}", "type": "function",
+            "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}  # fmt: skip
+
+
+def _calls(*calls: dict[str, Any]) -> Message:
+    return {"role": "assistant", "content": "", "tool_calls": list(calls)}
+
+
+def _result(call: dict[str, Any], content: str) -> Message:
+    return {"role": "tool", "content": content, "tool_call_id": call["id"]}
+
+
+def _lookup(world: World, base_url: str, entity: Entity) -> list[Message]:
+    """One entity's search and page visit: four messages."""
+    search = _call("web_search", 0, {"query": entity.name})
+    hits = search_text(world, base_url, entity.name)
+    url = hits.split(": ", 1)[1] if ": http" in hits else base_url + entity.path
+    visit = _call("browser_navigate", 0, {"url": url})
+    page = next((e for e in world.entities if base_url + e.path == url), entity)
+    return [_calls(search), _result(search, hits), _calls(visit), _result(visit, facts_text(page))]
+
+
+def subagent(world: World, base_url: str, task: WideTask, entity: Entity) -> Conversation:
+    conversation = Conversation("subagent", KIT_TOOLS, [
+        {"role": "system", "content": SUBAGENT_PROMPT},
+        {"role": "user", "content": task.subtask(entity)},
+    ])  # fmt: skip
+    conversation.messages += _lookup(world, base_url, entity)
+    conversation.messages.append({"role": "assistant", "content": task.answer(entity)})
+    return conversation
+
+
+def orchestrator(task: WideTask) -> Conversation:
+    create = _call("create_subagent", 0, {"name": SUBAGENT_NAME, "system_prompt": SUBAGENT_PROMPT})
+    assigns = [_call("assign_task", i + 1, {"agent": SUBAGENT_NAME, "task": task.subtask(e)}) for i, e in enumerate(task.entities)]
+    messages = [
+        {"role": "system", "content": ORCHESTRATOR_PROMPT},
+        {"role": "user", "content": task.prompt()},
+        _calls(create, *assigns),
+        _result(create, CREATED.format(name=SUBAGENT_NAME)),
+        *(_result(call, task.answer(e)) for call, e in zip(assigns, task.entities, strict=True)),
+        {"role": "assistant", "content": task.table()},
+    ]
+    return Conversation("orchestrator", KIT_TOOLS + SWARM_TOOLS, messages)
+
+
+def single(world: World, base_url: str, task: WideTask) -> Conversation:
+    conversation = Conversation("single", KIT_TOOLS, [
+        {"role": "system", "content": SINGLE_PROMPT},
+        {"role": "user", "content": task.prompt()},
+    ])  # fmt: skip
+    for entity in task.entities:
+        conversation.messages += _lookup(world, base_url, entity)
+    conversation.messages.append({"role": "assistant", "content": task.table()})
+    return conversation
+
+
+def random_base_url(rng: random.Random) -> str:
+    """A loopback URL with an ephemeral port, as FixtureWebServer's port 0 gets one."""
+    return f"http://127.0.0.1:{rng.randrange(32768, 61000)}"
+
+
+def swarm_run(seed: int, num_entities: int) -> tuple[WideTask, list[Conversation]]:
+    """Every conversation of one swarm run on world `seed`: the orchestrator's, then each sub-agent's."""
+    rng = random.Random(seed)
+    world = world_for(seed, num_entities)
+    base_url = random_base_url(rng)
+    task = sample_task(world, rng, num_entities)
+    return task, [orchestrator(task)] + [subagent(world, base_url, task, e) for e in task.entities]
+
+
+def single_run(seed: int, num_entities: int) -> tuple[WideTask, Conversation]:
+    rng = random.Random(seed)
+    world = world_for(seed, num_entities)
+    base_url = random_base_url(rng)
+    task = sample_task(world, rng, num_entities)
+    return task, single(world, base_url, task)
+
+
+def sample_conversation(rng: random.Random, *, max_single_entities: int = 8) -> Conversation:
+    """One training conversation from a fresh world (seed drawn from `rng`).
+
+    Mixture, by conversation: sub-agents (the lookups, short) 60%; orchestrators 30%,
+    with 2 to 16 entities, small N drawn more often (long tables are mostly more of the
+    same copying); single agents 10%, 2 to `max_single_entities`.
+    """
+    seed = rng.randrange(TRAIN_SEED_LIMIT)
+    draw = rng.random()
+    if draw < 0.6:
+        task, conversations = swarm_run(seed, 1 + seed % 4)
+        return conversations[1 + rng.randrange(len(conversations) - 1)]
+    if draw < 0.9:
+        return swarm_run(seed, 2 + int(15 * rng.random() ** 2))[1][0]
+    return single_run(seed, rng.randint(2, max_single_entities))[1]
+
+
+def encode(tokenizer: Any, segments: list[tuple[str, bool]]) -> tuple[list[int], list[bool]]:
+    """Token ids of the segments, and which ids the assistant wrote (a `KimiTokenizer`)."""
+    ids: list[int] = []
+    is_assistant: list[bool] = []
+    for text, flag in segments:
+        piece = tokenizer.encode(text)
+        ids += piece
+        is_assistant += [flag] * len(piece)
+    return ids, is_assistant

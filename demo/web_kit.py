@@ -1,0 +1,138 @@
+"""The demo's `fixture_web` kit: a search tool and a browser whose observations are compact.
+
+A small model cannot read a whole accessibility snapshot (an entity page's is about
+1,000 characters, ~400 tokens) many times per conversation, so this kit shows the
+same real pages in fewer tokens:
+
+    web_search(query)      the fixture site's own search (`/api/search`, over HTTP),
+                           best hit only: "Name: URL"
+    browser_navigate(url)  real Chromium (tools.browser.Browser, allowlisted to the
+                           site) loads the page; the observation is the page's title
+                           and its facts table, read from the real snapshot:
+                           "Name\\nLabel: value\\n..."
+
+`search_text` and `facts_text` compute the same observations from a `World` without
+a browser; the trajectory generator uses them (thousands of pages), and a test checks
+them against the live kit's outputs. Not a general browser kit: it only reads pages
+laid out like the fixture web's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from demo.tasks import page_label
+from tools.background import BackgroundLoop
+from tools.base import FunctionTool, ToolError, argument, schema
+from tools.browser import Browser, BrowserConfig, launch_chromium
+from tools.fixture_web.render import search
+from tools.fixture_web.world import Entity, World
+
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+
+
+def search_text(world: World, base_url: str, query: str) -> str:
+    """What `web_search(query)` shows: the best hit as "Name: URL"."""
+    hits = search(world, query)
+    if not hits:
+        return f"no results for {query!r}"
+    return f"{hits[0].name}: {base_url}{hits[0].path}"
+
+
+def facts_text(entity: Entity) -> str:
+    """What `browser_navigate` shows for an entity page: its title, then its facts."""
+    rows = [f"{page_label(key)}: {entity.attributes[key]}" for key in sorted(entity.attributes)]
+    return "\n".join([entity.name, *rows])
+
+
+def facts_from_snapshot(snapshot: str) -> str:
+    """The title and facts-table rows of a real snapshot (tools.browser's format)."""
+    lines = snapshot.splitlines()
+    title = next((line.removeprefix("Title: ") for line in lines if line.startswith("Title: ")), "")
+    rows: list[str] = []
+    label: str | None = None
+    for line in lines:
+        stripped = line.strip()
+        match = _QUOTED.search(stripped)
+        if stripped.startswith("- rowheader ") and match:
+            label = match.group(1)
+        elif label is not None and stripped.startswith(("- cell ", "- link ")) and match:
+            rows.append(f"{label}: {match.group(1)}")
+            label = None
+    if not rows:
+        return f"{title}\n(no facts table on this page)"
+    return "\n".join([title, *rows])
+
+
+class FixtureWebKit:
+    """`web_search` and a compact `browser_navigate` over one fixture site at `base_url`."""
+
+    name = "fixture_web"
+
+    def __init__(self, base_url: str, config: BrowserConfig | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.config = config or BrowserConfig()
+        self._stack = AsyncExitStack()
+        self._chromium: Any = None
+        self._background: BackgroundLoop | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> FixtureWebKit:
+        from playwright.async_api import async_playwright
+
+        async with AsyncExitStack() as stack:
+            playwright = await stack.enter_async_context(async_playwright())
+            self._chromium = await launch_chromium(playwright, self.config)
+            stack.push_async_callback(self._chromium.close)
+            self._background = await stack.enter_async_context(BackgroundLoop())
+            self._client = await stack.enter_async_context(httpx.AsyncClient(timeout=15.0))
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+        self._chromium = self._client = None
+
+    @asynccontextmanager
+    async def for_agent(self, agent_id: str) -> AsyncIterator[Sequence[FunctionTool]]:
+        if self._chromium is None or self._client is None:
+            raise RuntimeError("FixtureWebKit.for_agent called outside `async with kit`")
+        browser = Browser([self.base_url], chromium=self._chromium, config=self.config, background=self._background)
+        async with browser:
+            yield [self._search_tool(self._client), _navigate_tool(browser)]
+
+    def _search_tool(self, client: httpx.AsyncClient) -> FunctionTool:
+        async def call(arguments: dict[str, Any]) -> str:
+            query = argument(arguments, "query", str)
+            try:
+                response = await client.get(f"{self.base_url}/api/search", params={"q": query, "n": 1})
+                response.raise_for_status()
+                results = response.json()["results"]
+            except (httpx.HTTPError, ValueError, KeyError) as error:
+                raise ToolError(f"the search failed: {error}") from None
+            if not results:
+                return f"no results for {query!r}"
+            return f"{results[0]['title']}: {results[0]['url']}"
+
+        return FunctionTool(
+            "web_search", "Search the site; returns the best page as 'Name: URL'.",
+            schema({"query": {"type": "string"}}, ["query"]), call,
+        )  # fmt: skip
+
+
+def _navigate_tool(browser: Browser) -> FunctionTool:
+    async def call(arguments: dict[str, Any]) -> str:
+        return facts_from_snapshot(await browser.navigate(argument(arguments, "url", str)))
+
+    return FunctionTool(
+        "browser_navigate", "Open a URL in the browser; returns the page title and its facts.",
+        schema({"url": {"type": "string"}}, ["url"]), call,
+    )  # fmt: skip

@@ -1,0 +1,72 @@
+"""The demo model: training sees the logits serving computes; a short run trains and exports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from demo import train
+from demo.model import build_model, demo_config, export_checkpoint, train_logits
+from model_runtime import load_model
+from model_runtime.tokenizer import KimiTokenizer
+
+TINY = {"hidden_size": 64, "intermediate_size": 128, "moe_intermediate_size": 32, "num_hidden_layers": 2,
+        "kv_lora_rank": 32, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 16}  # fmt: skip
+
+
+def _model(tokenizer: KimiTokenizer) -> tuple[dict, torch.nn.Module]:
+    config = demo_config(tokenizer.vocab_size, **TINY)
+    model = build_model(config, seed=1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0, 0.2)  # large enough that a wrong path would show
+    return config, model
+
+
+def test_training_forward_equals_the_inference_forward(tokenizer: KimiTokenizer) -> None:
+    _, model = _model(tokenizer)
+    ids = torch.randint(0, tokenizer.vocab_size, (2, 40))
+    expected = model.eval()(ids)
+    got = train_logits(model, ids)
+    assert got.requires_grad
+    torch.testing.assert_close(got.detach(), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_exported_checkpoint_loads_with_the_same_logits(tokenizer: KimiTokenizer, tokenizer_dir: Path, tmp_path: Path) -> None:
+    config, model = _model(tokenizer)
+    ids = torch.randint(0, tokenizer.vocab_size, (1, 30))
+    path = export_checkpoint(model.eval(), config, tokenizer_dir, tmp_path / "ckpt", int4=False, dtype=torch.float32)
+    torch.testing.assert_close(load_model(path, dtype=torch.float32)(ids), model(ids))
+    assert KimiTokenizer.from_dir(path).encode("<|im_end|>") == tokenizer.encode("<|im_end|>")
+
+
+def test_int4_export_quantizes_routed_experts_only(tokenizer: KimiTokenizer, tokenizer_dir: Path, tmp_path: Path) -> None:
+    config, model = _model(tokenizer)
+    path = export_checkpoint(model.eval(), config, tokenizer_dir, tmp_path / "ckpt4")
+    written = json.loads((path / "config.json").read_text())
+    assert written["quantization_config"]["format"] == "pack-quantized"
+    loaded = load_model(path, dtype=torch.float32)
+    assert type(loaded.model.layers[1].mlp.experts).__name__ == "Int4Experts"
+
+
+def test_twenty_steps_train_and_export(tokenizer_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (out / "tokenizer").mkdir(parents=True)
+    for name in ("tiktoken.model", "tokenizer_config.json"):
+        (out / "tokenizer" / name).write_bytes((tokenizer_dir / name).read_bytes())
+    train.main([str(out), "--steps", "20", "--eval-every", "20", "--batch-tokens", "1024", "--max-len", "700",
+                "--max-single-entities", "2", "--warmup", "5", "--config", json.dumps(TINY)])  # fmt: skip
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert records[-2]["step"] == 20 and "url_copy" in records[-2]
+    assert "url_copy" in records[-1]["exported"]  # the checkpoint as shipped, INT4 experts
+    assert (out / "checkpoint" / "config.json").is_file()
+    assert load_model(out / "checkpoint", dtype=torch.float32) is not None
+
+
+@pytest.mark.parametrize("step, expected", [(0, 2e-3 / 5), (4, 2e-3), (100, 2e-4)])
+def test_learning_rate_warms_up_then_decays(step: int, expected: float) -> None:
+    assert train.learning_rate(step, 100, 2e-3, 5) == pytest.approx(expected)

@@ -1,0 +1,35 @@
+"""The reference policy: the generated conversations follow it, and it runs the real demo end to end."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+
+from demo.policy import PolicyChatModel, next_turn
+from demo.run import describe, run_demo
+from demo.trajectories import sample_conversation
+from storage.store import TraceStore
+
+
+def test_every_generated_turn_is_the_policys_next_turn() -> None:
+    rng = random.Random(5)
+    for _ in range(40):
+        messages = sample_conversation(rng).messages
+        for i, message in enumerate(messages):
+            if message["role"] == "assistant":
+                assert next_turn(messages[:i]) == message
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_demo_runs_both_modes_through_the_real_swarm_and_browser(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "traces.db")
+    result = run_demo(seed=3, num_entities=3, model=PolicyChatModel(), store=store)
+    assert result["status"] == "succeeded" and result["accuracy"] == 1.0
+    assert result["single_agent"]["accuracy"] == 1.0
+    assert result["critical_steps"] == 5  # (1 + 3 sub-agent steps) + the table
+    assert result["single_agent"]["critical_steps"] == 2 * 3 + 1
+    assert len(result["agents"]) == 4 and len(result["ground_truth"]) == 6
+    assert "speedup" in result and result["run_id"] in describe(result)

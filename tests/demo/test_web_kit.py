@@ -1,0 +1,51 @@
+"""The demo's compact web tools: the same observations from the live kit and from the world."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from demo.web_kit import FixtureWebKit, facts_from_snapshot, facts_text, search_text
+from tools.fixture_web.server import FixtureWebServer
+from tools.fixture_web.world import generate_world
+
+SNAPSHOT = """URL: http://127.0.0.1:42241/entity/person-8.html
+Title: Ulbates Quika
+- generic [active]:
+  - main:
+    - heading "Ulbates Quika" [level=1]
+    - table "Facts":
+      - rowgroup:
+        - row:
+          - rowheader "Born"
+          - cell "1956"
+        - row:
+          - rowheader "Employer"
+          - cell:
+            - link "Ulda Group" [ref=f24e17]:
+              - /url: /entity/company-6.html
+        - row:
+          - rowheader "Occupation"
+          - cell "pilot"
+    - paragraph: Ulbates Quika is a pilot born in 1956."""
+
+
+def test_facts_come_from_the_snapshots_table_rows() -> None:
+    assert facts_from_snapshot(SNAPSHOT) == "Ulbates Quika\nBorn: 1956\nEmployer: Ulda Group\nOccupation: pilot"
+
+
+def test_a_page_without_facts_says_so() -> None:
+    assert facts_from_snapshot("URL: x\nTitle: Search\n- heading \"Search\"") == "Search\n(no facts table on this page)"
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+@pytest.mark.anyio
+async def test_live_kit_shows_what_the_generator_writes() -> None:
+    world = generate_world(21, num_entities=12)
+    with FixtureWebServer(world) as web:
+        async with FixtureWebKit(web.base_url) as kit, kit.for_agent("a") as tools:
+            search, navigate = tools
+            for entity in world.entities[::4]:
+                assert await search({"query": entity.name}) == search_text(world, web.base_url, entity.name)
+                assert await navigate({"url": web.base_url + entity.path}) == facts_text(entity)
