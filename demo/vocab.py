@@ -20,7 +20,7 @@ from pathlib import Path
 import regex
 
 from demo.trajectories import chat_template, sample_conversation
-from model_runtime.tiny_tokenizer import KIMI_SPECIAL_OFFSETS
+from model_runtime.tiny_tokenizer import KIMI_SPECIAL_OFFSETS, learn_merges
 from model_runtime.tokenizer import KIMI_PAT_STR, NUM_RESERVED_SPECIAL_TOKENS, KimiTokenizer
 
 DEFAULT_NUM_MERGES = 400
@@ -40,31 +40,7 @@ def train_merges(text: str, num_merges: int) -> dict[bytes, int]:
     for chunk in _SPECIAL.split(text):
         pieces.update(pattern.findall(chunk))
     words = {tuple(bytes([b]) for b in piece.encode()): count for piece, count in pieces.items()}
-    ranks = {bytes([i]): i for i in range(256)}
-    for _ in range(num_merges):
-        pairs: Counter[tuple[bytes, bytes]] = Counter()
-        for word, count in words.items():
-            for pair in zip(word, word[1:]):
-                if not _DIGITS & set(pair[0] + pair[1]):
-                    pairs[pair] += count
-        if not pairs:
-            break
-        (left, right), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
-        ranks[left + right] = len(ranks)
-        words = {_merge(word, left, right): count for word, count in words.items()}
-    return ranks
-
-
-def _merge(word: tuple[bytes, ...], left: bytes, right: bytes) -> tuple[bytes, ...]:
-    out, i = [], 0
-    while i < len(word):
-        if i + 1 < len(word) and word[i] == left and word[i + 1] == right:
-            out.append(left + right)
-            i += 2
-        else:
-            out.append(word[i])
-            i += 1
-    return tuple(out)
+    return learn_merges(words, num_merges, allow=lambda left, right: not _DIGITS & set(left + right))
 
 
 def write_tokenizer(directory: str | Path, ranks: dict[bytes, int]) -> KimiTokenizer:

@@ -12,6 +12,7 @@ import base64
 import json
 import re
 from collections import Counter
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from model_runtime.tokenizer import NUM_RESERVED_SPECIAL_TOKENS
@@ -48,13 +49,25 @@ The quick brown fox jumps over the lazy dog. 0123456789 one two three four five 
 
 def train_bpe(text: str, num_merges: int) -> dict[bytes, int]:
     """Byte-level BPE ranks: the 256 bytes, then merges by pair frequency."""
-    ranks = {bytes([i]): i for i in range(256)}
     words = Counter(tuple(bytes([b]) for b in w.encode()) for w in re.findall(r" ?\w+| ?[^\s\w]+|\s+", text))
+    return learn_merges(words, num_merges)
+
+
+def learn_merges(
+    words: Mapping[tuple[bytes, ...], int],
+    num_merges: int,
+    *,
+    allow: Callable[[bytes, bytes], bool] | None = None,
+) -> dict[bytes, int]:
+    """BPE ranks from pre-split words (byte tuples with counts): the 256 bytes, then up to
+    `num_merges` merges of the most frequent pair that `allow` accepts (ties by the pair)."""
+    ranks = {bytes([i]): i for i in range(256)}
     for _ in range(num_merges):
         pairs: Counter[tuple[bytes, bytes]] = Counter()
         for word, count in words.items():
             for pair in zip(word, word[1:]):
-                pairs[pair] += count
+                if allow is None or allow(*pair):
+                    pairs[pair] += count
         if not pairs:
             break
         (left, right), _ = max(pairs.items(), key=lambda kv: (kv[1], kv[0]))
