@@ -21,16 +21,16 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 
 import httpx
 
 from demo.tasks import page_label
-from tools.background import BackgroundLoop
 from tools.base import FunctionTool, ToolError, argument, schema
-from tools.browser import Browser, BrowserConfig, launch_chromium
+from tools.browser import Browser, BrowserConfig
+from tools.browser_kit import BrowserKit
 from tools.fixture_web.render import search
 from tools.fixture_web.world import Entity, World
 
@@ -70,43 +70,37 @@ def facts_from_snapshot(snapshot: str) -> str:
     return "\n".join([title, *rows])
 
 
-class FixtureWebKit:
-    """`web_search` and a compact `browser_navigate` over one fixture site at `base_url`."""
+class FixtureWebKit(BrowserKit):
+    """`web_search` and a compact `browser_navigate` over one fixture site at `base_url`:
+    the browser kit's Chromium, allowed only that site, plus an HTTP client for search."""
 
     name = "fixture_web"
 
     def __init__(self, base_url: str, config: BrowserConfig | None = None) -> None:
         self.base_url = base_url.rstrip("/")
-        self.config = config or BrowserConfig()
-        self._stack = AsyncExitStack()
-        self._chromium: Any = None
-        self._background: BackgroundLoop | None = None
+        super().__init__([self.base_url], config)
         self._client: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> FixtureWebKit:
-        from playwright.async_api import async_playwright
-
-        async with AsyncExitStack() as stack:
-            playwright = await stack.enter_async_context(async_playwright())
-            self._chromium = await launch_chromium(playwright, self.config)
-            stack.push_async_callback(self._chromium.close)
-            self._background = await stack.enter_async_context(BackgroundLoop())
-            self._client = await stack.enter_async_context(httpx.AsyncClient(timeout=15.0))
-            self._stack = stack.pop_all()
+        await super().__aenter__()
+        try:
+            self._client = await self._stack.enter_async_context(httpx.AsyncClient(timeout=15.0))
+        except BaseException:
+            await super().__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._stack.aclose()
-        self._chromium = self._client = None
+        await super().__aexit__(exc_type, exc, tb)
+        self._client = None
 
     @asynccontextmanager
     async def for_agent(self, agent_id: str) -> AsyncIterator[Sequence[FunctionTool]]:
-        if self._chromium is None or self._client is None:
+        if self._client is None:
             raise RuntimeError("FixtureWebKit.for_agent called outside `async with kit`")
-        browser = Browser([self.base_url], chromium=self._chromium, config=self.config, background=self._background)
-        async with browser:
+        async with self.open_browser() as browser:
             yield [self._search_tool(self._client), _navigate_tool(browser)]
 
     def _search_tool(self, client: httpx.AsyncClient) -> FunctionTool:

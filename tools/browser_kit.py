@@ -54,11 +54,14 @@ class BrowserKit:
 
     @asynccontextmanager
     async def for_agent(self, agent_id: str) -> AsyncIterator[list[FunctionTool]]:
-        if self._chromium is None:
-            raise RuntimeError("BrowserKit.for_agent called outside `async with kit`")
-        browser = Browser(self.allowed_origins, chromium=self._chromium, config=self.config, background=self._background)
-        async with browser:
+        async with self.open_browser() as browser:
             yield browser_tools(browser)
+
+    def open_browser(self) -> Browser:
+        """A new isolated `Browser` (context and proxy) on this kit's Chromium."""
+        if self._chromium is None:
+            raise RuntimeError(f"{type(self).__name__}.for_agent called outside `async with kit`")
+        return Browser(self.allowed_origins, chromium=self._chromium, config=self.config, background=self._background)
 
 
 def browser_kit_from_options(options: Mapping[str, Any], workdir: Path) -> BrowserKit:
