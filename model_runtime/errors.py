@@ -4,7 +4,8 @@ One base class, small named subclasses (the httpx/anyio style)::
 
     RuntimeEngineError
     ├── ConfigError                  config.json is unreadable or inconsistent
-    │   └── UnsupportedModelError    a model_type or feature we do not implement
+    │   ├── UnsupportedModelError    a model_type or feature we do not implement
+    │   └── ParallelConfigError      tensor_parallel_size does not fit the model
     ├── CheckpointError              the weights on disk do not fit the config
     │   ├── CheckpointNotFoundError  a file the checkpoint needs is missing
     │   └── ShapeMismatchError       a tensor has the wrong shape (names the tensor)
@@ -24,6 +25,10 @@ class ConfigError(RuntimeEngineError):
 
 class UnsupportedModelError(ConfigError):
     """The checkpoint's model_type (or one of its features) is not implemented."""
+
+
+class ParallelConfigError(ConfigError):
+    """The tensor-parallel size does not split the model's heads, MLPs or experts evenly."""
 
 
 class CheckpointError(RuntimeEngineError):

@@ -8,6 +8,10 @@ compressed-tensors experts (kept packed), FP8 block-scaled weights (dequantized 
 `dtype`), the `kimi_k25` wrapper's `language_model.` prefix (vision tensors and
 multi-token-prediction layers are skipped, with a log line), and tied embeddings.
 Nothing is downloaded: `path` must be a local folder.
+
+For tensor parallelism (parallel.py) the loader takes `narrows`: which slice of a tensor
+this rank holds (`Narrow`), or which range of a layer's routed experts. It then reads
+only that slice from disk (safetensors `get_slice`), and only its own experts.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -55,8 +61,24 @@ def checkpoint_files(path: Path) -> dict[str, Path]:
         return {name: single for name in handle.keys()}
 
 
-def build_empty_model(config: ModelConfig, dtype: torch.dtype, device: str | torch.device) -> DeepseekV3ForCausalLM:
-    """The model with uninitialised weights in `dtype` on `device` (router kept float32)."""
+@dataclass(frozen=True)
+class Narrow:
+    """The part of a checkpoint tensor one rank holds: `length` entries of dimension `dim`
+    from `start`. `length` 0: the rank holds zeros (a row-parallel bias off rank 0). For a
+    layer's routed experts (key `model.layers.L.mlp.experts`): experts start..start+length-1."""
+
+    dim: int
+    start: int
+    length: int
+
+    def slices(self, ndim: int) -> tuple[slice, ...]:
+        return tuple(slice(self.start, self.start + self.length) if d == self.dim else slice(None) for d in range(ndim))
+
+
+def build_meta_model(config: ModelConfig, dtype: torch.dtype) -> DeepseekV3ForCausalLM:
+    """The model on the meta device (no memory), in `dtype`, router float32, INT4 experts
+    packed when the checkpoint's are: what passes (tensor parallelism) reshape before
+    `materialize` allocates it."""
     with torch.device("meta"):
         model = DeepseekV3ForCausalLM(config).to(dtype)
         if config.quantization is not None and config.quantization.method == "int4":
@@ -64,6 +86,17 @@ def build_empty_model(config: ModelConfig, dtype: torch.dtype, device: str | tor
         for module in model.modules():
             if isinstance(module, MoE):
                 module.gate.float()
+    return model
+
+
+def build_empty_model(config: ModelConfig, dtype: torch.dtype, device: str | torch.device) -> DeepseekV3ForCausalLM:
+    """The model with uninitialised weights in `dtype` on `device` (router kept float32)."""
+    return materialize(build_meta_model(config, dtype), device)
+
+
+def materialize(model: DeepseekV3ForCausalLM, device: str | torch.device) -> DeepseekV3ForCausalLM:
+    """Allocates a meta model's weights (uninitialised) on `device`."""
+    config = model.config
     model = model.to_empty(device=device)
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
@@ -79,18 +112,23 @@ def load_model(
     if not path.is_dir():
         raise CheckpointNotFoundError(f"checkpoint folder {path} does not exist")
     config = ModelConfig.from_path(path)
-    files = checkpoint_files(path)
     model = build_empty_model(config, dtype, device)
-    with ExitStack() as stack, torch.no_grad():
-        _Loader(model, config, files, stack).run()
+    load_weights(model, path)
     return model
 
 
+def load_weights(model: DeepseekV3ForCausalLM, path: Path, narrows: Mapping[str, Narrow] | None = None) -> None:
+    """Fills an allocated model from the checkpoint in `path`; `narrows` as in `Narrow`."""
+    files = checkpoint_files(path)
+    with ExitStack() as stack, torch.no_grad():
+        _Loader(model, model.config, files, stack, narrows or {}).run()
+
+
 class _Loader:
-    def __init__(self, model: DeepseekV3ForCausalLM, config: ModelConfig, files: dict[str, Path], stack: ExitStack):
-        self.model, self.config, self.files, self.stack = model, config, files, stack
+    def __init__(self, model: DeepseekV3ForCausalLM, config: ModelConfig, files: dict[str, Path], stack: ExitStack, narrows: Mapping[str, Narrow]):
+        self.model, self.config, self.files, self.stack, self.narrows = model, config, files, stack, narrows
         self.targets = model.state_dict(keep_vars=True)
-        if config.tie_word_embeddings:
+        if config.tie_word_embeddings and model.lm_head.weight is model.model.embed_tokens.weight:
             self.targets.pop("lm_head.weight", None)
         self.handles: dict[Path, object] = {}
         self.loaded: set[str] = set()
@@ -99,9 +137,13 @@ class _Loader:
             (layer, expert, proj)
             for layer in range(config.num_hidden_layers)
             if config.is_moe_layer(layer)
-            for expert in range(config.n_routed_experts)
+            for expert in self._own_experts(layer)
             for proj in ("gate", "up", "down")
         }
+
+    def _own_experts(self, layer: int) -> range:
+        narrow = self.narrows.get(f"model.layers.{layer}.mlp.experts")
+        return range(narrow.start, narrow.start + narrow.length) if narrow else range(self.config.n_routed_experts)
 
     def run(self) -> None:
         shards = sorted(set(self.files.values()))
@@ -121,10 +163,13 @@ class _Loader:
             self.handles[shard] = self.stack.enter_context(safe_open(shard, framework="pt", device="cpu"))
         return self.handles[shard]
 
-    def _get(self, name: str) -> torch.Tensor:
+    def _get(self, name: str, narrow: Narrow | None = None) -> torch.Tensor:
         if name not in self.files:
             raise CheckpointError(f"checkpoint has no tensor {name}")
-        return self._handle(self.files[name]).get_tensor(name)
+        if narrow is None:
+            return self._handle(self.files[name]).get_tensor(name)
+        lazy = self._handle(self.files[name]).get_slice(name)
+        return lazy[narrow.slices(len(lazy.get_shape()))]
 
     def _load(self, full_name: str) -> None:
         name = full_name
@@ -142,8 +187,8 @@ class _Loader:
             kind = "multi-token-prediction layer (not used)"
             self.skipped[kind] = self.skipped.get(kind, 0) + 1
             return
-        if name == "lm_head.weight" and self.config.tie_word_embeddings:
-            return
+        if name == "lm_head.weight" and "lm_head.weight" not in self.targets:
+            return  # tied to the embedding
         expert = _EXPERT.match(name)
         if expert:
             self._load_expert(full_name, int(expert.group(1)), int(expert.group(2)), expert.group(3))
@@ -152,24 +197,41 @@ class _Loader:
         if base not in self.targets:
             raise CheckpointError(f"unexpected tensor {full_name} (no such weight in a {self.config.model_type} model)")
         target = self.targets[base]
-        value = self._dense(full_name, target.shape, target.dtype)
-        target.data.copy_(value)
+        narrow = self.narrows.get(base)
+        if narrow is not None and narrow.length == 0:
+            target.data.zero_()
+        else:
+            target.data.copy_(self._dense(full_name, target.shape, target.dtype, narrow))
         self.loaded.add(base)
 
-    def _dense(self, full_name: str, shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
-        """The tensor `full_name` as a plain `dtype` tensor, dequantizing INT4 or FP8."""
+    def _dense(self, full_name: str, shape: torch.Size, dtype: torch.dtype, narrow: Narrow | None = None) -> torch.Tensor:
+        """The tensor `full_name` (its `narrow` slice) as a plain `dtype` tensor,
+        dequantizing INT4 or FP8."""
         stem = full_name.removesuffix(".weight_packed").removesuffix(".weight")
-        if full_name.endswith(".weight_packed"):
+        if full_name.endswith(".weight_packed"):  # rare (Kimi keeps these bf16): unpack whole, then slice
             value = unpack_int4(self._get(full_name), self._get(stem + ".weight_scale"), dtype)
             self._check_packed_shape(stem, value.shape)
+            value = value[narrow.slices(value.ndim)] if narrow else value
+        elif stem + ".weight_scale_inv" in self.files and full_name.endswith(".weight"):
+            value = self._fp8(full_name, stem, dtype, narrow)
         else:
-            value = self._get(full_name)
-            if value.dtype == torch.float8_e4m3fn:
-                block = self.config.quantization.block_size if self.config.quantization else (128, 128)
-                value = dequantize_fp8_blocks(value, self._get(stem + ".weight_scale_inv"), block, dtype, name=stem)
+            value = self._get(full_name, narrow)
         if value.shape != shape:
             raise ShapeMismatchError(f"{full_name} has shape {tuple(value.shape)}, the model expects {tuple(shape)}")
         return value.to(dtype)
+
+    def _fp8(self, full_name: str, stem: str, dtype: torch.dtype, narrow: Narrow | None) -> torch.Tensor:
+        """Dequantized FP8 weight; with `narrow`, reads only the whole blocks covering it."""
+        block = self.config.quantization.block_size if self.config.quantization else (128, 128)
+        if narrow is None:
+            return dequantize_fp8_blocks(self._get(full_name), self._get(stem + ".weight_scale_inv"), block, dtype, name=stem)
+        size = self._handle(self.files[full_name]).get_slice(full_name).get_shape()[narrow.dim]
+        step = block[narrow.dim]
+        first, end = narrow.start // step * step, min(size, -(-(narrow.start + narrow.length) // step) * step)
+        covering = Narrow(narrow.dim, first, end - first)
+        scales = Narrow(narrow.dim, first // step, -(-end // step) - first // step)
+        value = dequantize_fp8_blocks(self._get(full_name, covering), self._get(stem + ".weight_scale_inv", scales), block, dtype, name=stem)
+        return value.narrow(narrow.dim, narrow.start - first, narrow.length)
 
     def _check_packed_shape(self, stem: str, shape: torch.Size) -> None:
         if stem + ".weight_shape" in self.files:
@@ -179,8 +241,12 @@ class _Loader:
 
     def _load_expert(self, full_name: str, layer: int, expert: int, proj: str) -> None:
         mlp = self.model.model.layers[layer].mlp
-        if not isinstance(mlp, MoE) or expert >= mlp.experts.num_experts:
+        if not isinstance(mlp, MoE) or expert >= self.config.n_routed_experts:
             raise CheckpointError(f"unexpected tensor {full_name}: layer {layer} has no routed expert {expert}")
+        own = self._own_experts(layer)
+        if expert not in own:
+            return  # another rank's expert: never read
+        global_expert, expert = expert, expert - own.start
         experts: RoutedExperts = mlp.experts
         hidden = experts.hidden_dim
         rows = {"gate": slice(0, hidden), "up": slice(hidden, 2 * hidden), "down": slice(None)}[proj]
@@ -204,6 +270,6 @@ class _Loader:
             assert isinstance(experts, DenseExperts)
             slot = getattr(experts, fused)[expert, rows]
             slot.copy_(self._dense(full_name, slot.shape, slot.dtype))
-        self.missing_experts.discard((layer, expert, proj))
+        self.missing_experts.discard((layer, global_expert, proj))
         stacked = ("_packed", "_scale") if isinstance(experts, Int4Experts) else ("",)
         self.loaded.update(f"model.layers.{layer}.mlp.experts.{fused}{suffix}" for suffix in stacked)

@@ -4,6 +4,7 @@
     └── EngineError              the serving engine failed
         ├── InvalidRequestError  a request the engine cannot serve (bad params, too long)
         ├── EngineClosedError    the engine was closed or its loop died
+        │   └── WorkerError      a tensor-parallel worker process died or failed
         └── TokenizerError       no usable tokenizer in the checkpoint
 """
 
@@ -26,3 +27,7 @@ class EngineClosedError(EngineError):
 
 class TokenizerError(EngineError):
     """The checkpoint has no usable tokenizer files."""
+
+
+class WorkerError(EngineClosedError):
+    """A tensor-parallel worker process died or raised; the message names its rank."""

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from model_runtime.engine.block_manager import BlockManager
-from model_runtime.engine.errors import EngineClosedError, EngineError, InvalidRequestError
+from model_runtime.engine.errors import EngineClosedError, InvalidRequestError
 from model_runtime.engine.llm_engine import LLMEngine, OutputSink
 from model_runtime.engine.outputs import EngineStats, RequestOutput
 from model_runtime.engine.runner import CacheShape, ModelRunner
@@ -48,12 +48,20 @@ class EngineConfig:
 
 class LLM:
     def __init__(self, path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: str = "cpu", tensor_parallel_size: int = 1, config: EngineConfig | None = None) -> None:
-        if tensor_parallel_size != 1:
-            raise EngineError("tensor_parallel_size > 1 is not supported by this engine yet")
+        tokenizer = KimiTokenizer.from_dir(path) if (Path(path) / "tiktoken.model").is_file() else None
+        if tensor_parallel_size != 1:  # worker processes; see model_runtime/parallel.py
+            from model_runtime.parallel import TensorParallelGroup
+
+            group = TensorParallelGroup(path, dtype=dtype, device=device, world_size=tensor_parallel_size)
+            try:
+                self._setup(group.model, tokenizer, config or EngineConfig(), dtype=dtype, device=group.device, group=group)
+            except BaseException:
+                group.close()
+                raise
+            return
         from model_runtime import load_model  # the model issue's loader; heavy, so late
 
         model = load_model(path, dtype=dtype, device=device)
-        tokenizer = KimiTokenizer.from_dir(path) if (Path(path) / "tiktoken.model").is_file() else None
         self._setup(model, tokenizer, config or EngineConfig(), dtype=dtype, device=torch.device(device))
 
     @classmethod
@@ -63,13 +71,13 @@ class LLM:
         llm._setup(model, tokenizer, config or EngineConfig(), dtype=dtype, device=torch.device(device))
         return llm
 
-    def _setup(self, model: torch.nn.Module, tokenizer: KimiTokenizer | None, config: EngineConfig, *, dtype: torch.dtype, device: torch.device) -> None:
+    def _setup(self, model: torch.nn.Module, tokenizer: KimiTokenizer | None, config: EngineConfig, *, dtype: torch.dtype, device: torch.device, group: Any = None) -> None:
         model_config = model.config
         entry_dim = model_config.kv_lora_rank + model_config.qk_rope_head_dim
         shape = CacheShape(model_config.num_hidden_layers, 0, config.block_size, entry_dim)
         cache_bytes = config.kv_cache_bytes
         if device.type == "cuda" and config.num_kv_blocks is None:
-            free_bytes, _ = torch.cuda.mem_get_info(device)
+            free_bytes = group.min_free_bytes if group is not None else torch.cuda.mem_get_info(device)[0]
             cache_bytes = int(free_bytes * config.gpu_memory_utilization)
         num_blocks = config.num_kv_blocks or max(1, cache_bytes // (shape.bytes_per_block * dtype.itemsize))
         shape = CacheShape(shape.num_layers, num_blocks, config.block_size, entry_dim)
@@ -81,7 +89,8 @@ class LLM:
             SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, max_model_len),
             BlockManager(num_blocks, config.block_size, config.enable_prefix_caching),
         )
-        runner = ModelRunner(model, shape, dtype=dtype, device=device, seed=config.seed)
+        make_runner = group.runner if group is not None else ModelRunner  # the parallel one drives the workers
+        runner = make_runner(model, shape, dtype=dtype, device=device, seed=config.seed)
         self.engine = LLMEngine(scheduler, runner, tokenizer, frozenset(eos))
         self._thread_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -175,6 +184,9 @@ class LLM:
             self._thread.join()
             if self._error is None:  # callers still waiting hear that it closed
                 self._fail_all(EngineClosedError("the engine was closed"))
+        close_runner = getattr(self.engine.runner, "close", None)
+        if close_runner is not None:  # tensor parallel: stop the worker processes
+            close_runner()
 
     def __enter__(self) -> LLM:
         return self
