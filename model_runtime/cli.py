@@ -121,10 +121,14 @@ def serve_command(
     api_key: str | None = typer.Option(None, "--api-key", envvar="SWARM_SERVE_API_KEY", help="Require this bearer token."),
     model_name: str | None = typer.Option(None, "--model-name", help="Name served in /v1/models (default: the folder's name)."),
     dtype: str | None = typer.Option(None, help=f"{', '.join(_DTYPES)} (default: bfloat16 on GPU, float32 on CPU)."),
+    tensor_parallel_size: int = typer.Option(1, "--tensor-parallel-size", "--tp", help="Split the model over this many processes (GPUs): heads and MLPs tensor-parallel, experts expert-parallel."),
 ) -> None:
     """Serve a checkpoint over an OpenAI-compatible HTTP API (mount as `swarm serve`)."""
     if dtype is not None and dtype not in _DTYPES:
         typer.echo(f"error: --dtype must be one of {', '.join(_DTYPES)}", err=True)
+        raise typer.Exit(2)
+    if tensor_parallel_size < 1:
+        typer.echo("error: --tensor-parallel-size must be at least 1", err=True)
         raise typer.Exit(2)
     if not (model / "config.json").is_file():
         typer.echo(f"error: {model} has no config.json", err=True)
@@ -132,4 +136,4 @@ def serve_command(
     with _fail_on_bad_input():
         from model_runtime.server import serve
 
-        serve(str(model), host=host, port=port, api_key=api_key, model_name=model_name, dtype=dtype)
+        serve(str(model), host=host, port=port, api_key=api_key, model_name=model_name, dtype=dtype, tensor_parallel_size=tensor_parallel_size)

@@ -3,7 +3,7 @@
     swarm run TASK.toml [--model SPEC] [--json] [--db PATH] [limit flags]
     swarm runs list | swarm runs show RUN_ID [--json]
     swarm tui [--db PATH] [TASK.toml] [--model SPEC] [--model-name NAME]
-    swarm serve --model DIR [--host H] [--port P]
+    swarm serve --model DIR [--host H] [--port P] [--tensor-parallel-size N]
     swarm model init-tiny DIR [--int4] | info DIR | quantize SRC DST
     swarm demo [--seed N] [--entities K] [--json]   (the offline demo, demo/run.py)
 

@@ -46,6 +46,8 @@ def task_from_prompt(prompt: str, *, mode: str = "swarm") -> TaskFile:
 def build_model(spec: ModelSpec, task: TaskFile, model_name: str | None) -> tuple[ChatModel, list[str]]:
     """The backend for a spec, and the secret values that must never be recorded."""
     section = task.model
+    if section.tensor_parallel_size != 1 and spec.kind != "local":
+        raise TaskFileError(f"[model].tensor_parallel_size applies to local: models only, not {spec.kind}:")
     if spec.kind == "scripted":
         from swarm.backends.scripted import ScriptedChatModel, load_script
 
@@ -70,7 +72,7 @@ def build_model(spec: ModelSpec, task: TaskFile, model_name: str | None) -> tupl
     model = load_local_model(
         spec.target, model_name=model_name or section.name,
         temperature=section.temperature if section.temperature is not None else 1.0,
-        max_tokens=section.max_tokens,
+        max_tokens=section.max_tokens, tensor_parallel_size=section.tensor_parallel_size,
     )
     return model, []
 

@@ -1,7 +1,7 @@
 """Task files: TOML, validated with pydantic. Only `[task].prompt` is required.
 
     [task]    prompt, mode ("swarm" | "single"), system_prompt
-    [model]   spec, name, api_key_env, temperature, max_tokens
+    [model]   spec, name, api_key_env, temperature, max_tokens, tensor_parallel_size (local: only)
     [limits]  see `swarm.limits.Limits`
     [tools]   enabled = [...], plus one `[tools.NAME]` table of options per kit
 
@@ -44,6 +44,7 @@ class ModelSection(_Strict):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     max_tokens: int | None = Field(default=None, gt=0)
     stream: bool = True
+    tensor_parallel_size: int = Field(default=1, ge=1)  # local: only; processes (GPUs) the model is split over
 
 
 class ToolsSection(BaseModel):

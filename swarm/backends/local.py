@@ -88,13 +88,14 @@ class LocalChatModel:
         await anyio.to_thread.run_sync(self.llm.close)
 
 
-async def open_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None) -> LocalChatModel:
+async def open_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None, tensor_parallel_size: int = 1) -> LocalChatModel:
     """Loads the checkpoint (in a worker thread) into an engine shared by all callers of
-    the returned model; raises `ModelSpecError` when the folder cannot be served."""
-    return await anyio.to_thread.run_sync(lambda: load_local_model(checkpoint_dir, model_name=model_name, temperature=temperature, max_tokens=max_tokens))
+    the returned model; raises `ModelSpecError` when the folder cannot be served.
+    `tensor_parallel_size` > 1 splits the model over that many processes (GPUs)."""
+    return await anyio.to_thread.run_sync(lambda: load_local_model(checkpoint_dir, model_name=model_name, temperature=temperature, max_tokens=max_tokens, tensor_parallel_size=tensor_parallel_size))
 
 
-def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None) -> LocalChatModel:
+def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None, tensor_parallel_size: int = 1) -> LocalChatModel:
     """`open_local_model` for callers outside an event loop (a CLI before its run); blocks."""
     path = Path(checkpoint_dir).expanduser()
     if not (path / "config.json").is_file():
@@ -102,17 +103,18 @@ def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temp
     if not (path / "tiktoken.model").is_file():
         raise ModelSpecError(f"local:{checkpoint_dir}: no tiktoken.model there; the chat format needs the tokenizer")
     try:
-        llm = _load(path)
+        llm = _load(path, tensor_parallel_size)
     except (RuntimeEngineError, OSError, ValueError) as exc:
         raise ModelSpecError(f"local:{checkpoint_dir}: cannot load the checkpoint: {exc}") from exc
     return LocalChatModel(llm, model_name=model_name or path.resolve().name, temperature=temperature, max_tokens=max_tokens)
 
 
-def _load(path: Path) -> LLM:
+def _load(path: Path, tensor_parallel_size: int = 1) -> LLM:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    return LLM(path, dtype=torch.bfloat16 if device == "cuda" else torch.float32, device=device)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    return LLM(path, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size)
 
 
 def to_kimi_dict(message: Message) -> dict[str, Any]:

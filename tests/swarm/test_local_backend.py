@@ -88,3 +88,34 @@ def test_kimi_tool_calls_become_swarm_tool_calls() -> None:
     assert back["tool_calls"][0]["function"]["name"] == "search"
     tool_turn = to_kimi_dict(Message(role="tool", content="ok", tool_call_id="functions.search:0", name="search"))
     assert tool_turn["tool_call_id"] == "functions.search:0"
+
+
+def test_task_file_tensor_parallel_size_splits_the_local_engine(checkpoint: Path) -> None:
+    """`[model].tensor_parallel_size = 2`: two processes, the same greedy answer as one."""
+    from swarm.launch import build_model
+    from swarm.model_spec import parse_model_spec
+    from swarm.task_file import parse_task
+
+    context = CallContext(agent_id="a", agent_name="w", role="orchestrator")
+    answers = []
+    for size in (1, 2):
+        task = parse_task({"task": {"prompt": "hi"}, "model": {"temperature": 0.0, "max_tokens": 5, "tensor_parallel_size": size}})
+        model, _ = build_model(parse_model_spec(f"local:{checkpoint}"), task, None)
+        try:
+            runner = model.llm.engine.runner
+            assert len(getattr(getattr(runner, "group", None), "worker_pids", [])) == size - 1
+            answers.append(anyio.run(model.complete, MESSAGES, TOOLS, context).message)
+        finally:
+            model.llm.close()
+    assert answers[0] == answers[1]
+
+
+def test_tensor_parallel_size_is_for_local_models_only() -> None:
+    from swarm.errors import TaskFileError
+    from swarm.launch import build_model
+    from swarm.model_spec import parse_model_spec
+    from swarm.task_file import parse_task
+
+    task = parse_task({"task": {"prompt": "hi"}, "model": {"tensor_parallel_size": 2}})
+    with pytest.raises(TaskFileError, match="local: models only"):
+        build_model(parse_model_spec("openai:http://127.0.0.1:1/v1"), task, "m")
