@@ -1,51 +1,14 @@
-"""Tensor and expert parallelism: a pass over a built model, and the worker processes.
+"""The processes: rank 0's `TensorParallelGroup` (starts workers, sends them commands,
+shuts them down) and `DriverRunner`, and `worker_main`, a worker's whole life.
 
-`LLM(path, tensor_parallel_size=N)` runs the model on N ranks: the calling process is
-rank 0 and starts N-1 worker processes. Every rank builds the whole model on the meta
-device, `shard_model` narrows it to the rank's part, the loader reads only that part
-from disk (safetensors slices, only the rank's experts), and `attach_collectives` adds
-the collectives as forward hooks (as gpt-fast does): the model file never learns it is
-sharded. What rank r of N holds:
-
-    attention      q_proj / q_b_proj and kv_b_proj: its H/N heads' rows (column-parallel).
-                   q_a_proj, kv_a_proj_with_mqa and their norms: whole, so every rank
-                   computes the same latent and keeps its own copy of the paged latent
-                   cache, written to the slots rank 0's block manager chose. o_proj: its
-                   heads' input columns (row-parallel), output all-reduced; bias on rank 0.
-    dense MLP,     gate/up: I/N rows; down: I/N columns; output all-reduced.
-    shared experts
-    routed experts E/N whole experts (expert-parallel; INT4 experts stay packed). The
-                   router is replicated, so every rank knows every token's experts and
-                   computes the weighted sum over its own; ONE all-reduce per MoE layer
-                   combines the ranks' routed and shared-expert partial sums.
-    embedding      replicated (a lookup: cheap, and no collective).
-    lm_head        V/N vocabulary rows, logits all-gathered; replicated when tied.
-
-Processes. Rank 0 keeps the scheduler, the block manager and the sampler. Commands go
-to each worker over its stdin pipe (length-prefixed pickles: init, cache, step,
-logits, stop; EOF means rank 0 is gone); replies (joining, loaded, ready, error) come
-back on a pipe of its own. Tensors move over torch.distributed process groups made
-directly (no global default group): gloo on CPU, NCCL on CUDA, meeting through a
-FileStore in a fresh temporary directory (no ports, no shared-memory names). Each step
-rank 0 sends the scheduled sequences (their new tokens and block tables) to every
-worker, then every rank runs the same `ModelRunner.run`; workers drop their logits.
-
-Shutdown. `close()` sends stop, waits, then terminates and kills. A worker that dies
-or raises makes rank 0's collective fail; rank 0 turns that into `WorkerError` naming
-the rank (and its exception), and kills the other workers. Workers exit on EOF of their
-stdin or when their parent process changes (rank 0 killed). An atexit hook kills
-workers rank 0 never closed. Workers run in their own session and ignore SIGINT, so a
-terminal's Ctrl-C reaches rank 0 only, which then shuts them down.
-
-Not here yet: several nodes, a vocabulary-split embedding, all-to-all token dispatch
-for experts (the all-reduce combine moves N x the bytes an all-to-all would), and
-overlap of communication with compute.
+Commands (rank 0 -> worker, on its stdin): init, cache, step, logits, stop. Replies
+(worker -> rank 0, on a pipe of its own): joining, loaded, ready, error. Both are
+length-prefixed pickles between a parent and its own child.
 """
 
 from __future__ import annotations
 
 import atexit
-import datetime
 import logging
 import os
 import pickle
@@ -73,213 +36,12 @@ from model_runtime.engine.runner import CacheShape, ModelRunner
 from model_runtime.engine.sampling_params import SamplingParams
 from model_runtime.engine.scheduler import ScheduledSeq
 from model_runtime.engine.sequence import Sequence
-from model_runtime.errors import ParallelConfigError
-from model_runtime.layers.mlp import SwiGLU
-from model_runtime.layers.moe import DenseExperts, MoE
-from model_runtime.loader import Narrow, build_meta_model, load_weights, materialize
-from model_runtime.quant.int4 import Int4Experts
+from model_runtime.parallel.sharding import Communicator, check_parallel_config, load_model_shard, make_process_group, rank_device
 
 log = logging.getLogger(__name__)
 
-COLLECTIVE_TIMEOUT_S = 1800  # one step's collectives; idle workers wait on their pipe, not here
 START_TIMEOUT_S = 1800  # a worker's load of its shard (a real checkpoint takes minutes)
 STOP_TIMEOUT_S = 10
-
-
-# -- the sharding pass -------------------------------------------------------------
-
-
-def check_parallel_config(config: ModelConfig, world_size: int) -> None:
-    """Raises `ParallelConfigError` unless `world_size` splits heads, MLPs and experts evenly."""
-    if world_size < 1:
-        raise ParallelConfigError(f"tensor_parallel_size must be at least 1, not {world_size}")
-    sizes = {
-        "num_attention_heads": config.num_attention_heads,
-        "intermediate_size": config.intermediate_size,
-    }
-    if config.n_routed_experts:
-        sizes["n_routed_experts"] = config.n_routed_experts
-        sizes["moe_intermediate_size x n_shared_experts"] = config.moe_intermediate_size * config.n_shared_experts
-    uneven = [f"{name} {size}" for name, size in sizes.items() if size % world_size]
-    if uneven:
-        raise ParallelConfigError(f"tensor_parallel_size {world_size} does not divide {', '.join(uneven)}")
-
-
-def shard_model(model: nn.Module, rank: int, world_size: int) -> dict[str, Narrow]:
-    """Narrows a meta-device model to rank `rank`'s part, in place; returns what the
-    loader must read for each narrowed tensor (state-dict names, plus one
-    `model.layers.L.mlp.experts` entry per MoE layer for its expert range)."""
-    config: ModelConfig = model.config
-    check_parallel_config(config, world_size)
-    narrows: dict[str, Narrow] = {}
-    for index, layer in enumerate(model.model.layers):
-        prefix = f"model.layers.{index}"
-        attn = layer.self_attn
-        heads = attn.num_heads // world_size
-        attn.num_heads = heads
-        q_name = "q_proj" if hasattr(attn, "q_proj") else "q_b_proj"
-        qk, kv = attn.nope_dim + attn.rope_dim, attn.nope_dim + attn.v_dim
-        _split_linear(attn, q_name, 0, rank * heads * qk, heads * qk, rank, f"{prefix}.self_attn", narrows)
-        _split_linear(attn, "kv_b_proj", 0, rank * heads * kv, heads * kv, rank, f"{prefix}.self_attn", narrows)
-        _split_linear(attn, "o_proj", 1, rank * heads * attn.v_dim, heads * attn.v_dim, rank, f"{prefix}.self_attn", narrows)
-        mlp = layer.mlp
-        if isinstance(mlp, MoE):
-            _split_experts(mlp, rank, world_size, f"{prefix}.mlp.experts", narrows)
-            if mlp.shared_experts is not None:
-                _split_swiglu(mlp.shared_experts, rank, world_size, f"{prefix}.mlp.shared_experts", narrows)
-        else:
-            _split_swiglu(mlp, rank, world_size, f"{prefix}.mlp", narrows)
-    if _is_vocab_split(config, world_size):
-        rows = config.vocab_size // world_size
-        _split_linear(model, "lm_head", 0, rank * rows, rows, rank, "", narrows)
-    return narrows
-
-
-def _is_vocab_split(config: ModelConfig, world_size: int) -> bool:
-    # Tied: the lm_head is the replicated embedding, no extra memory to save.
-    return not config.tie_word_embeddings and config.vocab_size % world_size == 0
-
-
-def _split_linear(parent: nn.Module, name: str, dim: int, start: int, length: int, rank: int, prefix: str, narrows: dict[str, Narrow]) -> None:
-    old: nn.Linear = getattr(parent, name)
-    out_features, in_features = (length, old.in_features) if dim == 0 else (old.out_features, length)
-    has_bias = old.bias is not None
-    with torch.device("meta"):
-        setattr(parent, name, nn.Linear(in_features, out_features, bias=has_bias, dtype=old.weight.dtype))
-    key = f"{prefix}.{name}" if prefix else name
-    narrows[f"{key}.weight"] = Narrow(dim, start, length)
-    if has_bias:  # column-parallel: its rows; row-parallel: summed over ranks, so rank 0 alone adds it
-        narrows[f"{key}.bias"] = Narrow(0, start, length) if dim == 0 else Narrow(0, 0, 0 if rank else old.out_features)
-
-
-def _split_swiglu(mlp: SwiGLU, rank: int, world_size: int, prefix: str, narrows: dict[str, Narrow]) -> None:
-    rows = mlp.gate_proj.out_features // world_size
-    _split_linear(mlp, "gate_proj", 0, rank * rows, rows, rank, prefix, narrows)
-    _split_linear(mlp, "up_proj", 0, rank * rows, rows, rank, prefix, narrows)
-    _split_linear(mlp, "down_proj", 1, rank * rows, rows, rank, prefix, narrows)
-
-
-class _ExpertShard:
-    """A rank's slice of a layer's routed experts, `first_expert` onwards: takes the
-    layer's global routing and returns the weighted sum over its own experts only."""
-
-    first_expert: int = 0
-    num_experts: int
-
-    def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
-        local = topk_idx - self.first_expert  # [N, K]
-        token, slot = ((local >= 0) & (local < self.num_experts)).nonzero(as_tuple=True)  # [P], [P]
-        out = torch.zeros_like(x)  # [N, D]
-        if token.numel() == 0:
-            return out
-        pair_idx = local[token, slot][:, None]  # [P, 1] each own (token, expert) pair as a top-1 row
-        pair_w = topk_w[token, slot][:, None]  # [P, 1]
-        pairs = super().forward(x.index_select(0, token), pair_idx, pair_w)  # type: ignore[misc]  # [P, D]
-        return out.index_add_(0, token, pairs)
-
-
-class DenseExpertShard(_ExpertShard, DenseExperts):
-    """`DenseExperts` holding experts first_expert..first_expert+num_experts-1."""
-
-
-class Int4ExpertShard(_ExpertShard, Int4Experts):
-    """`Int4Experts` (packed) holding experts first_expert..first_expert+num_experts-1."""
-
-
-def _split_experts(moe: MoE, rank: int, world_size: int, key: str, narrows: dict[str, Narrow]) -> None:
-    old = moe.experts
-    count = old.num_experts // world_size
-    with torch.device("meta"):
-        if isinstance(old, Int4Experts):
-            shard: nn.Module = Int4ExpertShard(count, old.dim, old.hidden_dim, old.group_size)
-        elif isinstance(old, DenseExperts):
-            shard = DenseExpertShard(count, old.dim, old.hidden_dim).to(old.w13.dtype)
-        else:
-            raise ParallelConfigError(f"expert storage {type(old).__name__} cannot be split across ranks yet")
-    shard.first_expert = rank * count
-    moe.experts = shard
-    narrows[key] = Narrow(0, rank * count, count)
-
-
-def attach_collectives(model: nn.Module, comm: Communicator) -> None:
-    """The all-reduces after each row-parallel block and the all-gather of vocab-split
-    logits, as forward hooks: one per attention, one per MLP or MoE layer."""
-
-    def all_reduce(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-        return comm.all_reduce(output)
-
-    for layer in model.model.layers:
-        layer.self_attn.register_forward_hook(all_reduce)
-        layer.mlp.register_forward_hook(all_reduce)
-    if model.lm_head.out_features != model.config.vocab_size:
-        model.lm_head.register_forward_hook(lambda _m, _i, logits: comm.all_gather_last(logits))
-
-
-def load_model_shard(path: str | Path, *, dtype: torch.dtype, device: torch.device, rank: int, world_size: int, comm: Communicator) -> nn.Module:
-    """Rank `rank`'s part of the checkpoint in `path`, collectives attached."""
-    config = ModelConfig.from_path(path)
-    model = build_meta_model(config, dtype)
-    narrows = shard_model(model, rank, world_size)
-    model = materialize(model, device)
-    load_weights(model, Path(path), narrows)
-    attach_collectives(model, comm)
-    return model
-
-
-# -- collectives ----------------------------------------------------------------------
-
-
-class Communicator:
-    """One rank's collectives over its own process group (no torch.distributed globals)."""
-
-    def __init__(self, group: Any, rank: int, world_size: int) -> None:
-        self.group, self.rank, self.world_size = group, rank, world_size
-
-    def all_reduce(self, tensor: torch.Tensor) -> torch.Tensor:
-        self._group().allreduce([tensor]).wait()
-        return tensor
-
-    def all_gather_last(self, tensor: torch.Tensor) -> torch.Tensor:
-        """[..., X] on every rank -> [..., world_size * X], rank order."""
-        if tensor.numel() == 0:  # every rank has the same rows: all skip together
-            return tensor.new_empty(*tensor.shape[:-1], tensor.shape[-1] * self.world_size)
-        parts = [torch.empty_like(tensor) for _ in range(self.world_size)]
-        self._group().allgather([parts], [tensor.contiguous()]).wait()
-        return torch.cat(parts, dim=-1)
-
-    def close(self) -> None:
-        self.group = None  # freed now, not at interpreter exit (gloo aborts if torn down late)
-
-    def _group(self) -> Any:
-        if self.group is None:
-            raise WorkerError("the tensor-parallel group is closed")
-        return self.group
-
-
-def make_process_group(store_path: str, rank: int, world_size: int, device: torch.device) -> Any:
-    from torch.distributed import FileStore
-
-    store = FileStore(store_path, world_size)
-    timeout = datetime.timedelta(seconds=COLLECTIVE_TIMEOUT_S)
-    if device.type == "cuda":  # not exercised by the CPU test suite
-        from torch.distributed import ProcessGroupNCCL
-
-        options = ProcessGroupNCCL.Options()
-        options._timeout = timeout
-        return ProcessGroupNCCL(store, rank, world_size, options)
-    from torch.distributed import ProcessGroupGloo
-
-    options = ProcessGroupGloo._Options()
-    options._devices = [ProcessGroupGloo.create_device(hostname="127.0.0.1")]  # one machine: loopback
-    options._timeout = timeout
-    return ProcessGroupGloo(store, rank, world_size, options)
-
-
-def rank_device(device: torch.device, rank: int) -> torch.device:
-    """cuda:k for rank 0 means cuda:k+r for rank r; CPU ranks share the CPU."""
-    if device.type != "cuda":
-        return device
-    return torch.device("cuda", (device.index or 0) + rank)
 
 
 # -- steps as workers receive them ----------------------------------------------------
@@ -394,6 +156,8 @@ class TensorParallelGroup:
         for worker in self.workers:
             self._expect(worker, "joining", START_TIMEOUT_S)
         self.comm = Communicator(make_process_group(store_path, 0, self.world_size, self.device), 0, self.world_size)
+        if self.device.type == "cuda":
+            threading.Thread(target=self._abort_when_a_worker_dies, name="tp-watchdog", daemon=True).start()
         self.model = load_model_shard(self.path, dtype=self.dtype, device=self.device, rank=0, world_size=self.world_size, comm=self.comm)
         free = [self._expect(worker, "loaded", START_TIMEOUT_S)[1] for worker in self.workers]
         self.min_free_bytes = min([torch.cuda.mem_get_info(self.device)[0], *free]) if self.device.type == "cuda" else 0
@@ -461,6 +225,17 @@ class TensorParallelGroup:
             comm.close()
         shutil.rmtree(self._tmpdir, ignore_errors=True)
         atexit.unregister(self._kill)
+
+    def _abort_when_a_worker_dies(self) -> None:
+        """NCCL collectives do not notice a dead peer (gloo's fail at once): abort the
+        group so that rank 0's collective fails now rather than at the timeout."""
+        while not self._is_closed:
+            if any(w.process.poll() is not None for w in self.workers):
+                group = self.comm.group
+                if group is not None and not self._is_closed:
+                    group.abort()
+                return
+            time.sleep(0.2)
 
     def _send(self, worker: _Worker, command: tuple[Any, ...]) -> None:
         try:
@@ -535,7 +310,7 @@ def _spawn(rank: int) -> _Worker:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     try:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from model_runtime.parallel import worker_main; worker_main()", str(write_fd)],
+            [sys.executable, "-c", "from model_runtime.parallel.workers import worker_main; worker_main()", str(write_fd)],
             stdin=subprocess.PIPE,
             pass_fds=(write_fd,),
             start_new_session=True,  # a terminal's Ctrl-C goes to rank 0, which stops us in order
