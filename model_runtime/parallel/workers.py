@@ -313,6 +313,7 @@ def _spawn(rank: int) -> _Worker:
             [sys.executable, "-c", "from model_runtime.parallel.workers import worker_main; worker_main()", str(write_fd)],
             stdin=subprocess.PIPE,
             pass_fds=(write_fd,),
+            stdout=2,  # our stdout is the parent's stderr: `swarm run --json` owns its stdout
             start_new_session=True,  # a terminal's Ctrl-C goes to rank 0, which stops us in order
             env=env,
         )

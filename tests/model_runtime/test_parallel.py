@@ -256,3 +256,18 @@ def test_each_rank_reads_exactly_its_slices(tmp_path: Path, storage: str) -> Non
             if narrow is not None and narrow.length == 0:
                 expected = torch.zeros_like(value)
             assert torch.equal(value, expected), (rank, name)
+
+
+def test_row_parallel_bias_is_added_once(tmp_path: Path) -> None:
+    """With attention biases, o_proj's bias lives on rank 0 only, so the all-reduce adds it once."""
+    config = tiny_config(attention_bias=True)
+    weights = random_weights(config)
+    gen = torch.Generator().manual_seed(3)
+    for name in [n for n in weights if n.endswith(("q_a_proj.weight", "kv_a_proj_with_mqa.weight", "o_proj.weight"))]:
+        weights[name.removesuffix("weight") + "bias"] = 0.5 * torch.randn(weights[name].shape[0], generator=gen)
+    path = write_checkpoint(tmp_path, config, weights)
+    ids = torch.randint(0, 256, (1, 9), generator=gen)
+    with LLM(path, dtype=torch.float32, config=EngineConfig(num_kv_blocks=16), tensor_parallel_size=2) as llm:
+        logits = llm.engine.runner.whole_sequence_logits(ids)
+    with torch.no_grad():
+        assert_close_to_oracle(logits, reference_model(path)(ids).logits)
