@@ -34,12 +34,13 @@ FileStore in a fresh temporary directory (no ports, no shared-memory names). Eac
 rank 0 sends the scheduled sequences (their new tokens and block tables) to every
 worker, then every rank runs the same `ModelRunner.run`; workers drop their logits.
 
-Shutdown. `close()` sends stop, waits, then terminates and kills. A worker that dies
+Shutdown. `close()` sends stop, waits up to 10 s, then kills. A worker that dies
 or raises makes rank 0's collective fail; rank 0 turns that into `WorkerError` naming
 the rank (and its exception), and kills the other workers. Workers exit on EOF of their
-stdin or when their parent process changes (rank 0 killed). An atexit hook kills
-workers rank 0 never closed. Workers run in their own session and ignore SIGINT, so a
-terminal's Ctrl-C reaches rank 0 only, which then shuts them down.
+stdin or when their parent process changes (rank 0 killed; the last one out removes the
+rendezvous directory). An atexit hook kills workers rank 0 never closed. Workers run
+in their own session and ignore SIGINT, so a terminal's Ctrl-C reaches rank 0 only,
+which then shuts them down.
 
 Not here yet: several nodes, a vocabulary-split embedding, all-to-all token dispatch
 for experts (the all-reduce combine moves N x the bytes an all-to-all would), and

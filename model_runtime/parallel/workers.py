@@ -134,7 +134,7 @@ class TensorParallelGroup:
         self._lock = threading.Lock()
         self._is_closed = False
         self.workers: list[_Worker] = []
-        self._tmpdir = tempfile.mkdtemp(prefix="moe-swarm-tp-")
+        self.rendezvous_dir = tempfile.mkdtemp(prefix="moe-swarm-tp-")
         atexit.register(self._kill)
         try:
             self._start()
@@ -147,7 +147,7 @@ class TensorParallelGroup:
         return [w.process.pid for w in self.workers]
 
     def _start(self) -> None:
-        store_path = os.path.join(self._tmpdir, "store")
+        store_path = os.path.join(self.rendezvous_dir, "store")
         threads = max(1, (os.cpu_count() or 1) // self.world_size)
         for rank in range(1, self.world_size):
             self.workers.append(_spawn(rank))
@@ -223,7 +223,7 @@ class TensorParallelGroup:
         comm = getattr(self, "comm", None)
         if comm is not None:
             comm.close()
-        shutil.rmtree(self._tmpdir, ignore_errors=True)
+        shutil.rmtree(self.rendezvous_dir, ignore_errors=True)
         atexit.unregister(self._kill)
 
     def _abort_when_a_worker_dies(self) -> None:
@@ -356,10 +356,16 @@ def worker_main() -> None:
     """Entry point of a worker process (`python -c ... <reply fd>`); never returns."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when we stop
     replies = os.fdopen(int(sys.argv[1]), "wb")
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
-    code = 0
+    parent_pid = os.getppid()
+    init = _read(sys.stdin.buffer)
+    if init is None:
+        os._exit(0)
+    spec: WorkerSpec = init[1]
+    rendezvous_dir = os.path.dirname(spec.store_path)
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid, rendezvous_dir), daemon=True).start()
+    code, is_stopped = 0, False
     try:
-        _serve(sys.stdin.buffer, replies)
+        is_stopped = _serve(spec, sys.stdin.buffer, replies)
     except BaseException as exc:  # noqa: BLE001 - reported to rank 0, then exit
         traceback.print_exc()
         try:
@@ -367,16 +373,15 @@ def worker_main() -> None:
         except OSError:
             pass
         code = 1
+    if not is_stopped:
+        _clean_up_if_orphaned(parent_pid, rendezvous_dir)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # no interpreter teardown: a process group destroyed late can abort
 
 
-def _serve(commands: BinaryIO, replies: BinaryIO) -> None:
-    message = _read(commands)
-    if message is None:
-        return
-    spec: WorkerSpec = message[1]
+def _serve(spec: WorkerSpec, commands: BinaryIO, replies: BinaryIO) -> bool:
+    """Runs commands until stop (returns True) or EOF (False)."""
     torch.set_num_threads(spec.num_threads)
     device, dtype = torch.device(spec.device), getattr(torch, spec.dtype)
     if device.type == "cuda":
@@ -399,10 +404,23 @@ def _serve(commands: BinaryIO, replies: BinaryIO) -> None:
             model(message[1].to(device))
         else:
             raise WorkerError(f"unknown command {kind!r}")
+    return message is not None
 
 
-def _exit_when_orphaned(parent_pid: int) -> None:
+def _exit_when_orphaned(parent_pid: int, rendezvous_dir: str) -> None:
     """Rank 0 killed outright (no EOF yet, or we are inside a collective): exit too."""
     while os.getppid() == parent_pid:
         time.sleep(0.5)
+    shutil.rmtree(rendezvous_dir, ignore_errors=True)
     os._exit(1)
+
+
+def _clean_up_if_orphaned(parent_pid: int, rendezvous_dir: str, wait_s: float = 1.0) -> None:
+    """Rank 0 gone without stopping us (killed): no one else will remove the rendezvous
+    directory. The kernel may close rank 0's sockets a moment before it reparents us."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if os.getppid() != parent_pid:
+            shutil.rmtree(rendezvous_dir, ignore_errors=True)
+            return
+        time.sleep(0.05)

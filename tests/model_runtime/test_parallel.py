@@ -161,29 +161,31 @@ _DRIVER = textwrap.dedent(
     from model_runtime.engine.sampling_params import SamplingParams
 
     llm = LLM(sys.argv[1], dtype=torch.float32, config=EngineConfig(num_kv_blocks=512), tensor_parallel_size=2)
-    print(json.dumps(llm.engine.runner.group.worker_pids), flush=True)
+    group = llm.engine.runner.group
+    print(json.dumps([group.worker_pids, group.rendezvous_dir]), flush=True)
     while True:  # never closed: Ctrl-C or a kill must still take the workers down
         llm.generate([[1, 2, 3]], SamplingParams(temperature=0, max_tokens=5000, ignore_eos=True))
     """
 )
 
 
-def _start_driver(path: Path) -> tuple[subprocess.Popen[str], list[int]]:
+def _start_driver(path: Path) -> tuple[subprocess.Popen[str], list[int], Path]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     process = subprocess.Popen([sys.executable, "-c", _DRIVER, str(path)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
-    pids = json.loads(process.stdout.readline())  # type: ignore[union-attr]
+    pids, rendezvous = json.loads(process.stdout.readline())  # type: ignore[union-attr]
     time.sleep(0.5)  # mid-generation
-    assert all(_is_alive(p) for p in pids)
-    return process, pids
+    assert all(_is_alive(p) for p in pids) and Path(rendezvous).is_dir()
+    return process, pids, Path(rendezvous)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "rank0-killed"])
 def test_no_worker_outlives_its_rank0(checkpoints: dict[str, Path], sig: signal.Signals) -> None:
-    process, pids = _start_driver(checkpoints["bf16"])
+    process, pids, rendezvous = _start_driver(checkpoints["bf16"])
     try:
         process.send_signal(sig)
         process.wait(timeout=30)
         assert _wait_gone(pids) == []
+        assert not rendezvous.exists()  # the file store's directory, removed by whoever is left
     finally:
         process.kill()
         process.wait()
