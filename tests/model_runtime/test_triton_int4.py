@@ -56,10 +56,11 @@ def random_experts(num_experts: int, dim: int, hidden: int, *, seed: int = 0) ->
 def reference_moe(experts: Int4Experts, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
     """Token by token, in float32, from independently dequantized weights."""
     out = torch.zeros(x.shape, dtype=torch.float32)
+    w13s = [reference_unpack_int4(experts.w13_packed[e], experts.w13_scale[e]) for e in range(experts.num_experts)]  # [2I, D] each
+    w2s = [reference_unpack_int4(experts.w2_packed[e], experts.w2_scale[e]) for e in range(experts.num_experts)]  # [D, I] each
     for t in range(x.shape[0]):
         for e, w in zip(topk_idx[t].tolist(), topk_w[t].tolist()):
-            w13 = reference_unpack_int4(experts.w13_packed[e], experts.w13_scale[e]).float()
-            w2 = reference_unpack_int4(experts.w2_packed[e], experts.w2_scale[e]).float()
+            w13, w2 = w13s[e], w2s[e]
             gate, up = (w13 @ x[t].float()).chunk(2)
             out[t] += w * (w2 @ (F.silu(gate) * up))
     return out
