@@ -1,8 +1,7 @@
 """Grouped W4A16 expert matmuls in Triton: every routed expert of a layer in one launch.
 
 For CUDA (or Triton's CPU interpreter, which the tests use: `TRITON_INTERPRET=1` must be
-set before triton is first imported). The
-weights stay in the compressed-tensors layout quant/int4.py keeps (`packed [E, O, K/8]`
+set before triton is first imported). The weights stay in the compressed-tensors layout quant/int4.py keeps (`packed [E, O, K/8]`
 int32, q + 8 in nibble j of word k for column 8k+j, lowest first; `scale [E, O, K/G]`
 bf16); the kernel dequantizes a `[BLOCK_K, BLOCK_N]` tile in registers right before
 each `tl.dot`, accumulating in float32, so no dequantized weight ever reaches memory.
@@ -137,9 +136,11 @@ def grouped_w4a16(
     num_experts, out_features, words = packed.shape
     in_features = words * 8
     group = in_features // scale.shape[-1]
-    block_k = next((b for b in (128, 64, 32) if in_features % b == 0 and b % group == 0), None)
+    # At most 64: the [BLOCK_K, BLOCK_N] tiles of words and scales are loaded whole (each
+    # word 8 times over), and three pipeline stages of them must fit shared memory.
+    block_k = next((b for b in (64, 32) if in_features % b == 0 and b % group == 0), None)
     if block_k is None:
-        raise ShapeMismatchError(f"in features {in_features} and group {group} fit no K block of 32, 64 or 128")
+        raise ShapeMismatchError(f"in features {in_features} and group {group} fit no K block of 32 or 64")
     a = a.contiguous()
     out = torch.empty(num_pairs, out_features, dtype=a.dtype, device=a.device)  # [P, O]
     block_n = 64 if out_features >= 64 else 32
