@@ -15,6 +15,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from demo.tasks import table_row, table_text
 from demo.trajectories import (
     ORCHESTRATOR_PROMPT, SINGLE_PROMPT, SUBAGENT_NAME, SUBAGENT_PROMPT, Message,
 )  # fmt: skip
@@ -35,14 +36,9 @@ def _calls(*calls: dict[str, Any]) -> Message:
     return {"role": "assistant", "content": "", "tool_calls": list(calls)}
 
 
-def _row(facts: str, labels: Sequence[str]) -> str:
+def _row(name: str, facts: str, labels: Sequence[str]) -> str:
     values = dict(line.split(": ", 1) for line in facts.splitlines()[1:] if ": " in line)
-    return "| " + " | ".join(values.get(label, "?") for label in labels) + " |"
-
-
-def _table(kind: str, labels: Sequence[str], names: Sequence[str], rows: Sequence[str]) -> str:
-    lines = [f"| {kind} | {labels[0]} | {labels[1]} |", "|---|---|---|"]
-    return "\n".join(lines + [f"| {name} {row}" for name, row in zip(names, rows, strict=True)])
+    return table_row(name, [(label, values.get(label, "?")) for label in labels])
 
 
 def next_turn(messages: Sequence[Message]) -> Message:
@@ -51,7 +47,7 @@ def next_turn(messages: Sequence[Message]) -> Message:
     results = [m["content"] for m in messages if m["role"] == "tool"]
     if system == SUBAGENT_PROMPT:
         name, labels = task.removeprefix("Find ").split(": ", 1)
-        return _lookup_turn(name, len(turns), results) or {"role": "assistant", "content": _row(results[-1], labels.split(", "))}
+        return _lookup_turn(name, len(turns), results) or {"role": "assistant", "content": _row(name, results[-1], labels.split(", "))}
     match = _PROMPT.fullmatch(task)
     if match is None:
         return {"role": "assistant", "content": "I cannot read this task."}
@@ -61,12 +57,13 @@ def next_turn(messages: Sequence[Message]) -> Message:
             create = _call("create_subagent", 0, {"name": SUBAGENT_NAME, "system_prompt": SUBAGENT_PROMPT})
             assigns = [_call("assign_task", i + 1, {"agent": SUBAGENT_NAME, "task": f"Find {n}: {labels[0]}, {labels[1]}"}) for i, n in enumerate(names)]
             return _calls(create, *assigns)
-        return {"role": "assistant", "content": _table(kind, labels, names, results[1:])}
+        return {"role": "assistant", "content": table_text(kind, labels, list(results[1:]))}
     if system == SINGLE_PROMPT:
         if len(turns) < 2 * len(names):
             entity = names[len(turns) // 2]
             return _lookup_turn(entity, len(turns) % 2, results[-1:]) or {}
-        return {"role": "assistant", "content": _table(kind, labels, names, [_row(r, labels) for r in results[1::2]])}
+        rows = [_row(name, page, labels) for name, page in zip(names, results[1::2], strict=True)]
+        return {"role": "assistant", "content": table_text(kind, labels, rows)}
     return {"role": "assistant", "content": "I cannot read this task."}
 
 

@@ -6,7 +6,13 @@ entities of one seeded world. This module writes the texts both modes use (the u
 prompt, the orchestrator's sub-task for one entity, a sub-agent's answer, the final
 table) and scores a final answer against the world's ground truth. The texts are
 short and regular on purpose: a small model trained on them must copy names and
-values between them.
+values between them, and each copy is one a small transformer learns early (an
+induction copy: find where what was just written occurred before, continue it). So a
+sub-agent answers with a table row that names its entity and labels each value,
+`| Ridara Group | Headquarters: Litesra | Industry: biotech |`: after writing a label
+it finds the same label on the page and copies what follows it there, instead of
+looking a label up and writing only its value. The final table is those rows as
+they came back, under a header.
 """
 
 from __future__ import annotations
@@ -37,6 +43,14 @@ def value_of(entity: Entity, label: str) -> str:
     raise KeyError(f"{entity.id} has no attribute labelled {label!r}")
 
 
+def table_row(name: str, facts: list[tuple[str, str]]) -> str:
+    return "| " + " | ".join([name, *(f"{label}: {value}" for label, value in facts)]) + " |"
+
+
+def table_text(kind: str, labels: tuple[str, str] | list[str], rows: list[str]) -> str:
+    return "\n".join([f"| {kind} | {labels[0]} | {labels[1]} |", "|---|---|---|", *rows])
+
+
 @dataclass(frozen=True)
 class WideTask:
     """One wide lookup over a world: `entities` (in the prompt's order) x `labels`."""
@@ -55,15 +69,15 @@ class WideTask:
         return f"Find {entity.name}: {self.labels[0]}, {self.labels[1]}"
 
     def answer(self, entity: Entity) -> str:
-        """A sub-agent's final answer: the values in the order asked, as the cells of a table row."""
-        return "| " + " | ".join(value_of(entity, label) for label in self.labels) + " |"
+        """A sub-agent's final answer: a table row, its entity's name then each value asked
+        for after its label, in the order asked."""
+        return table_row(entity.name, [(label, value_of(entity, label)) for label in self.labels])
 
     def table(self, answers: list[str] | None = None) -> str:
-        """The final answer; `answers` (one per entity) default to the ground truth."""
+        """The final answer: a header, then the sub-agents' rows as they came (`answers`, one
+        per entity, default to the ground truth)."""
         answers = answers if answers is not None else [self.answer(e) for e in self.entities]
-        lines = [f"| {self.kind} | {self.labels[0]} | {self.labels[1]} |", "|---|---|---|"]
-        lines += [f"| {e.name} {a}" for e, a in zip(self.entities, answers, strict=True)]
-        return "\n".join(lines)
+        return table_text(self.kind, self.labels, answers)
 
     def ground_truth(self) -> list[dict[str, str]]:
         return [
@@ -106,6 +120,10 @@ def item_accuracy(task: WideTask, answer: str | None) -> tuple[int, int]:
     for entity in task.entities:
         cells = rows.get(entity.name.lower(), [])
         for i, label in enumerate(task.labels):
-            if i < len(cells) and cells[i].lower() == value_of(entity, label).lower():
+            if i >= len(cells):
+                continue
+            cell = cells[i].lower()
+            cell = cell.removeprefix(f"{label.lower()}:").strip()  # "Label: value" or just "value"
+            if cell == value_of(entity, label).lower():
                 num_right += 1
     return num_right, 2 * len(task.entities)

@@ -174,19 +174,21 @@ def single_run(seed: int, num_entities: int) -> tuple[WideTask, Conversation]:
     return task, single(world, base_url, task)
 
 
-def sample_conversation(rng: random.Random, *, max_single_entities: int = 8) -> Conversation:
+def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix: tuple[float, float] = (0.6, 0.3)) -> Conversation:
     """One training conversation from a fresh world (seed drawn from `rng`).
 
-    Mixture, by conversation: sub-agents (the lookups, short) 60%; orchestrators 30%,
-    with 2 to 16 entities, small N drawn more often (long tables are mostly more of the
-    same copying); single agents 10%, 2 to `max_single_entities`.
+    Mixture, by conversation (`mix`: the sub-agents' and the orchestrators' shares):
+    sub-agents (the lookups, short) 60%; orchestrators 30%, with 2 to 16 entities, small
+    N drawn more often (long tables are mostly more of the same copying); single agents
+    the rest, 2 to `max_single_entities`. A curriculum starts with sub-agents only: short
+    conversations in which the model first learns to copy.
     """
     seed = rng.randrange(TRAIN_SEED_LIMIT)
     draw = rng.random()
-    if draw < 0.6:
+    if draw < mix[0]:
         task, conversations = swarm_run(seed, 1 + seed % 4)
         return conversations[1 + rng.randrange(len(conversations) - 1)]
-    if draw < 0.9:
+    if draw < mix[0] + mix[1]:
         return swarm_run(seed, 2 + int(15 * rng.random() ** 2))[1][0]
     return single_run(seed, rng.randint(2, max_single_entities))[1]
 

@@ -21,9 +21,19 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
         "${pip[@]}" "${TORCH_SPEC:-torch==2.13.0}"
     fi
 fi
+# SWARM_EXTRAS: the optional dependency groups (scripts/test.sh adds gpu, for triton).
+# The stamp lists the groups installed, one per line; a run asking for no new group and
+# finding pyproject.toml unchanged installs nothing.
+extras=${SWARM_EXTRAS:-dev}
 stamp=.venv/.moe-swarm-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "setup: installing moe-swarm and its dependencies" >&2
-    "${pip[@]}" -e ".[dev]"
-    touch "$stamp"
+missing=0
+[ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ] || missing=1
+for group in ${extras//,/ }; do
+    [ -f "$stamp" ] && grep -qxF "$group" "$stamp" || missing=1
+done
+if [ "$missing" = 1 ]; then
+    [ -f "$stamp" ] && [ ! pyproject.toml -nt "$stamp" ] && extras="$extras,$(paste -sd, "$stamp")"
+    echo "setup: installing moe-swarm and its dependencies ($extras)" >&2
+    "${pip[@]}" -e ".[$extras]"
+    tr , '\n' <<<"$extras" | sort -u >"$stamp"
 fi

@@ -44,6 +44,7 @@ class EngineConfig:
     max_model_len: int | None = None  # None: the model's max_position_embeddings, at most 32768
     enable_prefix_caching: bool = True
     seed: int | None = None
+    enforce_eager: bool = False  # True: no CUDA graphs for decode steps (they are CUDA-only anyway)
 
 
 class LLM:
@@ -89,8 +90,10 @@ class LLM:
             SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, max_model_len),
             BlockManager(num_blocks, config.block_size, config.enable_prefix_caching),
         )
-        make_runner = group.runner if group is not None else ModelRunner  # the parallel one drives the workers
-        runner = make_runner(model, shape, dtype=dtype, device=device, seed=config.seed)
+        if group is not None:  # the parallel runner drives the workers (eager: see parallel/workers.py)
+            runner = group.runner(model, shape, dtype=dtype, device=device, seed=config.seed)
+        else:
+            runner = ModelRunner(model, shape, dtype=dtype, device=device, seed=config.seed, enforce_eager=config.enforce_eager)
         self.engine = LLMEngine(scheduler, runner, tokenizer, frozenset(eos))
         self._thread_lock = threading.Lock()
         self._thread: threading.Thread | None = None

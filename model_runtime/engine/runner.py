@@ -1,7 +1,9 @@
 """The model runner: turns a scheduled step into tensors, runs the model, samples.
 
 It owns the model, the paged latent cache and the sampler. It knows nothing of
-queues or stopping; the scheduler decides, the runner computes.
+queues or stopping; the scheduler decides, the runner computes. On CUDA, decode-only
+steps replay CUDA graphs (engine/cuda_graphs.py) unless `enforce_eager`; prefill,
+mixed steps and CPU run eagerly.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from model_runtime.engine.cuda_graphs import DecodeGraphs, can_capture
 from model_runtime.engine.paged_attention import PagedBatch, PagedLatentAttention, PrefillGroup
 from model_runtime.engine.sampler import Sampler
 from model_runtime.engine.scheduler import ScheduledSeq
@@ -28,20 +31,28 @@ class CacheShape:
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, cache: CacheShape, *, dtype: torch.dtype, device: torch.device, seed: int | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, cache: CacheShape, *, dtype: torch.dtype, device: torch.device, seed: int | None = None, enforce_eager: bool = False) -> None:
         self.model = model
         self.vocab_size: int | None = getattr(getattr(model, "config", None), "vocab_size", None)
         self.block_size = cache.block_size
         self.device = device
         self.dtype = dtype
-        kv_cache = torch.zeros(cache.num_layers, cache.num_blocks, cache.block_size, cache.entry_dim, dtype=dtype, device=device)  # [layers, blocks, B, C + R]
+        is_graphed = not enforce_eager and can_capture(model, device)
+        num_blocks = cache.num_blocks + int(is_graphed)  # graphs' padding rows write the extra block
+        kv_cache = torch.zeros(cache.num_layers, num_blocks, cache.block_size, cache.entry_dim, dtype=dtype, device=device)  # [layers, blocks, B, C + R]
         self.attention = PagedLatentAttention(kv_cache)
         self.sampler = Sampler(device, seed)
+        self.graphs = DecodeGraphs(model, self.attention, scratch_block=cache.num_blocks, dtype=dtype, device=device) if is_graphed else None
 
     @torch.inference_mode()
     def run(self, scheduled: list[ScheduledSeq]) -> list[int]:
         """Computes one step; returns the sampled token of each sampled sequence, in order."""
         input_ids, positions, batch, logits_indices = self._prepare(scheduled)
+        is_decode_only = batch.is_all_decode and len(logits_indices) == len(scheduled) > 0
+        shape = self.graphs.padded_shape(*batch.decode_blocks.shape) if self.graphs and is_decode_only else None
+        if shape is not None:
+            logits = self.graphs.run(input_ids, positions, batch, shape)  # [S, V]
+            return self.sampler(logits, [s.seq.seq_id for s in scheduled], [s.seq.params for s in scheduled])
         self.attention.set_batch(batch)
         if not logits_indices:
             self.model.forward_tokens(input_ids, positions, self.attention, logits_indices=input_ids.new_zeros(0))

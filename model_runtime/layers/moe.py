@@ -70,6 +70,11 @@ class RoutedExperts(nn.Module):
         or None where the storage has no such form (the per-expert loop is used)."""
         return None
 
+    def supports_cuda_graphs(self, device: torch.device) -> bool:
+        """Whether `forward` on `device` is free of host syncs (the sort above counts
+        experts on the host), so a CUDA graph can capture it."""
+        return False
+
     def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
         top_k = topk_idx.shape[1]
         flat_idx = topk_idx.flatten()  # [N*K]

@@ -114,6 +114,9 @@ class _ExpertShard:
         pairs = super().forward(x.index_select(0, token), pair_idx, pair_w)  # type: ignore[misc]  # [P, D]
         return out.index_add_(0, token, pairs)
 
+    def supports_cuda_graphs(self, device: torch.device) -> bool:
+        return False  # picking out the own pairs (nonzero) syncs with the host
+
 
 class DenseExpertShard(_ExpertShard, DenseExperts):
     """`DenseExperts` holding experts first_expert..first_expert+num_experts-1."""

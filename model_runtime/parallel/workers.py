@@ -164,7 +164,9 @@ class TensorParallelGroup:
 
     def runner(self, model: nn.Module, cache: CacheShape, *, dtype: torch.dtype, device: torch.device, seed: int | None = None) -> DriverRunner:
         """Rank 0's model runner; every worker allocates the same cache and waits for steps."""
-        runner = DriverRunner(self, model, cache, dtype=dtype, device=device, seed=seed)
+        # Eager on every rank: CUDA graphs capturing NCCL collectives are not tried yet, and
+        # every rank must take the same path through `ModelRunner.run`.
+        runner = DriverRunner(self, model, cache, dtype=dtype, device=device, seed=seed, enforce_eager=True)
         for worker in self.workers:
             self._send(worker, ("cache", cache))
         for worker in self.workers:
@@ -394,7 +396,7 @@ def _serve(spec: WorkerSpec, commands: BinaryIO, replies: BinaryIO) -> bool:
     while (message := _read(commands)) is not None and message[0] != "stop":
         kind = message[0]
         if kind == "cache":
-            runner = ModelRunner(model, message[1], dtype=dtype, device=device)
+            runner = ModelRunner(model, message[1], dtype=dtype, device=device, enforce_eager=True)  # as rank 0's
             runner.sampler = _DiscardingSampler()  # type: ignore[assignment]
             _write(replies, ("ready",))
         elif kind == "step":

@@ -7,14 +7,17 @@ nibble first); `weight_scale` bf16 `[out, in/G]` (G = group size, 32); the weigh
 stacked in that layout (0.5625 bytes per weight with G=32 against 2 for bf16: 0.28x)
 and multiplies W4A16: each expert's weights are dequantized on the fly to the
 activation dtype, one expert (tile) at a time, just before its matmul, and dropped
-after. `quantize_experts_int4` is the pass that swaps a built model's dense experts for
-packed ones. Shapes: E experts, D hidden, I moe_intermediate_size, G group size.
+after. On CUDA, when triton is importable, all busy experts run in one grouped Triton
+kernel per projection instead (quant/triton_int4.py: dequantization fused into the
+matmul, no host sync, so CUDA graphs can capture it). `quantize_experts_int4` is the
+pass that swaps a built model's dense experts for packed ones. Shapes: E experts, D hidden, I moe_intermediate_size, G group size.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
+from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +70,16 @@ def _half_word_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return (nibbles - 8).to(device=device, dtype=dtype)
 
 
+@functools.cache
+def _triton_kernels() -> ModuleType | None:
+    """quant.triton_int4, or None where triton is not installed (CPU-only torch builds)."""
+    try:
+        from model_runtime.quant import triton_int4
+    except ImportError:
+        return None
+    return triton_int4
+
+
 class Int4Experts(RoutedExperts):
     """A layer's routed experts, packed INT4; gate|up fused in `w13_*` like DenseExperts."""
 
@@ -86,6 +99,15 @@ class Int4Experts(RoutedExperts):
         w13 = unpack_int4(self.w13_packed[expert], self.w13_scale[expert], dtype)  # [2I, D]
         w2 = unpack_int4(self.w2_packed[expert], self.w2_scale[expert], dtype)  # [D, I]
         return w13, w2
+
+    def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
+        kernels = _triton_kernels() if x.is_cuda else None
+        if kernels is None:
+            return super().forward(x, topk_idx, topk_w)  # [N, D]
+        return kernels.int4_moe(x, topk_idx, topk_w, self.w13_packed, self.w13_scale, self.w2_packed, self.w2_scale)  # [N, D]
+
+    def supports_cuda_graphs(self, device: torch.device) -> bool:
+        return device.type == "cuda" and _triton_kernels() is not None
 
     @classmethod
     def from_dense(cls, dense: DenseExperts, group_size: int = 32) -> Int4Experts:

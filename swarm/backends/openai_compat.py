@@ -19,6 +19,11 @@ from typing import Any
 import httpx
 import openai
 
+try:  # openai >= 3 speaks HTTP through httpx2; older releases through httpx
+    import httpx2 as _client_httpx
+except ImportError:  # pragma: no cover - depends on the installed openai
+    _client_httpx = httpx
+
 from swarm.errors import ModelRequestError, ModelTimeout, ModelUnavailable, RateLimited
 from swarm.messages import Message, ToolCall, ToolSpec, Usage, kimi_tool_call_id
 from swarm.model import CallContext, ModelResponse
@@ -60,6 +65,12 @@ def to_openai_message(message: Message) -> dict[str, Any]:
     return out
 
 
+# Errors the transport raises while a response body is read (the client maps the ones
+# raised before it returns): both httpx generations, whichever the client uses.
+_TIMEOUT_ERRORS = (httpx.TimeoutException, _client_httpx.TimeoutException)
+_TRANSPORT_ERRORS = (httpx.HTTPError, _client_httpx.HTTPError, _client_httpx.StreamError)
+
+
 def _map_error(error: Exception) -> Exception:
     if isinstance(error, openai.RateLimitError):
         return RateLimited(f"rate limited (429): {error.message}", retry_after_s=parse_retry_after(error.response.headers))
@@ -74,10 +85,10 @@ def _map_error(error: Exception) -> Exception:
         if error.status_code in (408, 409):
             return ModelUnavailable(f"model endpoint answered {error.status_code}: {error.message}", retry_after_s=retry_after)
         return ModelRequestError(f"model endpoint rejected the request ({error.status_code}): {error.message}")
-    if isinstance(error, httpx.TimeoutException):
+    if isinstance(error, _TIMEOUT_ERRORS):
         return ModelTimeout(f"model call timed out: {error}")
-    if isinstance(error, httpx.HTTPError):
-        return ModelUnavailable(f"model stream broke off: {error}")
+    if isinstance(error, _TRANSPORT_ERRORS):
+        return ModelUnavailable(f"model stream broke off: {error!r}")
     if isinstance(error, openai.APIError):
         return ModelUnavailable(f"model endpoint error: {error.message}")
     return error
@@ -88,6 +99,21 @@ class _ToolCallBuffer:
         self.id: str | None = None
         self.name = ""
         self.arguments: list[str] = []
+
+
+def _default_http_client(timeout_s: float) -> Any:
+    """The client's aiohttp transport (the `openai[aiohttp]` extra) where it is installed.
+
+    The openai SDK documents it for concurrent use: aiohttp's C HTTP parser and lean
+    connection pool cost about a third less CPU per call than the default httpx stack,
+    and a big swarm's client is CPU-bound. Without aiohttp: the SDK's default.
+    """
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return None
+    factory = getattr(openai, "DefaultAioHttpClient", None)  # openai >= 1.83
+    return factory(timeout=timeout_s) if factory is not None else None
 
 
 class OpenAIChatModel:
@@ -103,7 +129,7 @@ class OpenAIChatModel:
         max_tokens: int | None = None,
         stream: bool = True,
         timeout_s: float = 600.0,
-        http_client: httpx.AsyncClient | None = None,
+        http_client: Any = None,  # the client's own kind (httpx2.AsyncClient for openai >= 3)
     ) -> None:
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
@@ -111,7 +137,7 @@ class OpenAIChatModel:
             api_key=api_key or "not-needed",
             max_retries=0,
             timeout=timeout_s,
-            http_client=http_client,
+            http_client=http_client if http_client is not None else _default_http_client(timeout_s),
         )
         self._model_name = model_name
         self._temperature = temperature
@@ -128,49 +154,61 @@ class OpenAIChatModel:
     async def complete(
         self, messages: Sequence[Message], tools: Sequence[ToolSpec], context: CallContext
     ) -> ModelResponse:
-        # The conversation travels in `extra_body`, which the client sends as it is: its
-        # typed-params transform walks every message of every call, and on long swarm
-        # conversations that walk costs more CPU than all the rest of the call together.
-        body: dict[str, Any] = {"messages": [to_openai_message(m) for m in messages]}
+        # The body is built here and posted through the client's generic `post` (its
+        # documented way to reach any route): `chat.completions.create` first walks every
+        # argument against its typed params, and on long swarm conversations that walk
+        # cost more CPU than the rest of the call. Auth, base URL, timeouts and the
+        # mapping of error statuses to `openai` exceptions stay the client's.
+        body: dict[str, Any] = {"model": self._model_name, "messages": [to_openai_message(m) for m in messages]}
         if tools:
             body["tools"] = [t.to_openai() for t in tools]
-        request: dict[str, Any] = {"model": self._model_name, "messages": [], "extra_body": body}
         if self._temperature is not None:
-            request["temperature"] = self._temperature
+            body["temperature"] = self._temperature
         if self._max_tokens is not None:
-            request["max_tokens"] = self._max_tokens
+            body["max_tokens"] = self._max_tokens
         started = time.perf_counter()
         try:
             if self._stream:
-                return await self._complete_streaming(request, context, started)
-            return await self._complete_once(request, started)
-        except (openai.OpenAIError, httpx.HTTPError) as error:
+                body["stream"] = True
+                body["stream_options"] = {"include_usage": True}
+                return await self._complete_streaming(body, context, started)
+            return await self._complete_once(body, started)
+        except (openai.OpenAIError, *_TRANSPORT_ERRORS) as error:
             raise _map_error(error) from error
 
-    async def _complete_once(self, request: dict[str, Any], started: float) -> ModelResponse:
-        completion = await self._client.chat.completions.create(**request)
-        if not completion.choices:
+    async def _complete_once(self, body: dict[str, Any], started: float) -> ModelResponse:
+        response = await self._client.post("/chat/completions", body=body, cast_to=_client_httpx.Response)
+        try:
+            completion = response.json()
+        except ValueError as exc:
+            raise ModelUnavailable(f"model endpoint sent invalid JSON: {exc}") from None
+        if not isinstance(completion, dict) or not completion.get("choices"):
             raise ModelUnavailable("model endpoint returned no choices")
-        choice = completion.choices[0]
-        raw = choice.message
+        choice = completion["choices"][0]
+        raw = choice.get("message") or {}
         calls = tuple(
-            ToolCall(id=c.id or kimi_tool_call_id(c.function.name, i), name=c.function.name, arguments=c.function.arguments or "{}")
-            for i, c in enumerate(raw.tool_calls or [])
-            if getattr(c, "function", None) is not None
+            ToolCall(
+                id=c.get("id") or kimi_tool_call_id(c["function"].get("name") or "", i),
+                name=c["function"].get("name") or "",
+                arguments=c["function"].get("arguments") or "{}",
+            )
+            for i, c in enumerate(raw.get("tool_calls") or [])
+            if isinstance(c.get("function"), dict)
         )
-        extra = raw.model_extra or {}
-        message = Message(role="assistant", content=raw.content, tool_calls=calls, reasoning=extra.get("reasoning_content"))
+        message = Message(
+            role="assistant", content=raw.get("content"), tool_calls=calls, reasoning=raw.get("reasoning_content")
+        )
+        raw_usage = completion.get("usage") or {}
         usage = Usage(
-            input_tokens=completion.usage.prompt_tokens if completion.usage else 0,
-            output_tokens=completion.usage.completion_tokens if completion.usage else 0,
+            input_tokens=raw_usage.get("prompt_tokens") or 0, output_tokens=raw_usage.get("completion_tokens") or 0
         )
         return ModelResponse(
-            message=message, usage=usage, model=completion.model or self._model_name,
-            finish_reason=choice.finish_reason, latency_s=time.perf_counter() - started,
+            message=message, usage=usage, model=completion.get("model") or self._model_name,
+            finish_reason=choice.get("finish_reason"), latency_s=time.perf_counter() - started,
         )
 
     async def _complete_streaming(
-        self, request: dict[str, Any], context: CallContext, started: float
+        self, body: dict[str, Any], context: CallContext, started: float
     ) -> ModelResponse:
         # The raw event stream is read here rather than through the client's typed chunks:
         # building a model object per chunk was the client's largest CPU cost per call.
@@ -181,10 +219,9 @@ class OpenAIChatModel:
         finish_reason: str | None = None
         model = self._model_name
         ttft_s: float | None = None
-        async with self._client.chat.completions.with_streaming_response.create(
-            **request, stream=True, stream_options={"include_usage": True}
-        ) as response:
-            async for line in response.iter_lines():
+        response = await self._client.post("/chat/completions", body=body, cast_to=_client_httpx.Response, stream=True)
+        try:
+            async for line in response.aiter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
@@ -223,6 +260,8 @@ class OpenAIChatModel:
                         function = part.get("function") or {}
                         buffer.name += function.get("name") or ""
                         buffer.arguments.append(function.get("arguments") or "")
+        finally:
+            await response.aclose()
         calls = tuple(
             ToolCall(
                 id=buffer.id or kimi_tool_call_id(buffer.name, i),

@@ -110,6 +110,8 @@ def test_each_rank_holds_its_part_only(checkpoints: dict[str, Path]) -> None:
         assert attn.kv_a_proj_with_mqa.weight.shape[0] == config.kv_lora_rank + config.qk_rope_head_dim
         assert moe.experts.num_experts == config.n_routed_experts // 2 and moe.experts.w13_packed.dtype == torch.int32
         assert model.lm_head.weight.shape[0] == config.vocab_size // 2
+        # Picking out the own experts' pairs syncs with the host: never inside a CUDA graph.
+        assert not moe.experts.supports_cuda_graphs(torch.device("cuda")) and llm.engine.runner.graphs is None
 
 
 def test_worker_killed_mid_generation_raises_worker_error_and_leaves_no_process(checkpoints: dict[str, Path]) -> None:

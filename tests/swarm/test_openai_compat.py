@@ -1,0 +1,115 @@
+"""`openai:` backend edge cases against raw loopback servers that misbehave on purpose."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import anyio
+import pytest
+
+from swarm.backends.openai_compat import OpenAIChatModel
+from swarm.errors import ModelUnavailable
+from swarm.messages import Message
+from swarm.model import CallContext
+
+CONTEXT = CallContext(agent_id="a1", agent_name="main", role="orchestrator")
+
+
+def _serve_once(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A one-connection HTTP server: reads the request, lets `answer` write (or not)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def run() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            while len(body) < length:
+                body += conn.recv(65536)
+            answer(conn)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    thread.join(timeout=5)
+    listener.close()
+
+
+def _complete(base_url: str, *, stream: bool) -> None:
+    async def main() -> None:
+        model = OpenAIChatModel(base_url, model_name="m", api_key=None, stream=stream, timeout_s=5)
+        try:
+            await model.complete([Message(role="user", content="hi")], [], CONTEXT)
+        finally:
+            await model.aclose()
+
+    anyio.run(main)
+
+
+@pytest.fixture
+def broken_stream() -> Iterator[str]:
+    def answer(conn: socket.socket) -> None:
+        chunk = b'data: {"choices": [{"index": 0, "delta": {"content": "par"}}]}\n\n'
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+            + f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n"
+        )  # then the connection drops before the terminating chunk
+
+    yield from _serve_once(answer)
+
+
+def test_a_stream_that_breaks_off_is_a_retryable_unavailable_error(broken_stream: str) -> None:
+    with pytest.raises(ModelUnavailable, match="broke off"):
+        _complete(broken_stream, stream=True)
+
+
+@pytest.fixture
+def garbage_json() -> Iterator[str]:
+    def answer(conn: socket.socket) -> None:
+        body = b"<html>proxy error</html>"
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+
+    yield from _serve_once(answer)
+
+
+def test_a_non_json_answer_is_an_unavailable_error(garbage_json: str) -> None:
+    with pytest.raises(ModelUnavailable, match="invalid JSON"):
+        _complete(garbage_json, stream=False)
+
+
+@pytest.fixture
+def plain_tool_call() -> Iterator[str]:
+    def answer(conn: socket.socket) -> None:
+        body = json.dumps({
+            "id": "x", "object": "chat.completion", "model": "served-name",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "reasoning_content": "think",
+                "tool_calls": [{"type": "function", "function": {"name": "echo", "arguments": "{\"a\": 1}"}}],
+            }}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+        }).encode()  # fmt: skip
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+
+    yield from _serve_once(answer)
+
+
+def test_plain_answer_keeps_tool_calls_usage_and_thinking(plain_tool_call: str) -> None:
+    async def main() -> None:
+        model = OpenAIChatModel(plain_tool_call, model_name="m", api_key=None, stream=False, timeout_s=5)
+        try:
+            response = await model.complete([Message(role="user", content="hi")], [], CONTEXT)
+        finally:
+            await model.aclose()
+        assert response.model == "served-name"
+        assert response.finish_reason == "tool_calls"
+        assert response.message.reasoning == "think"
+        assert [(c.id, c.name, c.arguments) for c in response.message.tool_calls] == [("functions.echo:0", "echo", '{"a": 1}')]
+        assert (response.usage.input_tokens, response.usage.output_tokens) == (7, 3)
+
+    anyio.run(main)
