@@ -107,22 +107,22 @@ def _result(call: dict[str, Any], content: str) -> Message:
     return {"role": "tool", "content": content, "tool_call_id": call["id"]}
 
 
-def _lookup(world: World, base_url: str, entity: Entity) -> list[Message]:
+def _lookup(world: World, entity: Entity) -> list[Message]:
     """One entity's search and page visit: four messages."""
     search = _call("web_search", 0, {"query": entity.name})
-    hits = search_text(world, base_url, entity.name)
-    url = hits.split(": ", 1)[1] if ": http" in hits else base_url + entity.path
-    visit = _call("browser_navigate", 0, {"url": url})
-    page = next((e for e in world.entities if base_url + e.path == url), entity)
+    hits = search_text(world, entity.name)
+    path = hits.split(": ", 1)[1] if ": /" in hits else entity.path
+    visit = _call("browser_navigate", 0, {"url": path})
+    page = next((e for e in world.entities if e.path == path), entity)
     return [_calls(search), _result(search, hits), _calls(visit), _result(visit, facts_text(page))]
 
 
-def subagent(world: World, base_url: str, task: WideTask, entity: Entity) -> Conversation:
+def subagent(world: World, task: WideTask, entity: Entity) -> Conversation:
     conversation = Conversation("subagent", KIT_TOOLS, [
         {"role": "system", "content": SUBAGENT_PROMPT},
         {"role": "user", "content": task.subtask(entity)},
     ])  # fmt: skip
-    conversation.messages += _lookup(world, base_url, entity)
+    conversation.messages += _lookup(world, entity)
     conversation.messages.append({"role": "assistant", "content": task.answer(entity)})
     return conversation
 
@@ -141,37 +141,30 @@ def orchestrator(task: WideTask) -> Conversation:
     return Conversation("orchestrator", KIT_TOOLS + SWARM_TOOLS, messages)
 
 
-def single(world: World, base_url: str, task: WideTask) -> Conversation:
+def single(world: World, task: WideTask) -> Conversation:
     conversation = Conversation("single", KIT_TOOLS, [
         {"role": "system", "content": SINGLE_PROMPT},
         {"role": "user", "content": task.prompt()},
     ])  # fmt: skip
     for entity in task.entities:
-        conversation.messages += _lookup(world, base_url, entity)
+        conversation.messages += _lookup(world, entity)
     conversation.messages.append({"role": "assistant", "content": task.table()})
     return conversation
-
-
-def random_base_url(rng: random.Random) -> str:
-    """A loopback URL with an ephemeral port, as FixtureWebServer's port 0 gets one."""
-    return f"http://127.0.0.1:{rng.randrange(32768, 61000)}"
 
 
 def swarm_run(seed: int, num_entities: int) -> tuple[WideTask, list[Conversation]]:
     """Every conversation of one swarm run on world `seed`: the orchestrator's, then each sub-agent's."""
     rng = random.Random(seed)
     world = world_for(seed, num_entities)
-    base_url = random_base_url(rng)
     task = sample_task(world, rng, num_entities)
-    return task, [orchestrator(task)] + [subagent(world, base_url, task, e) for e in task.entities]
+    return task, [orchestrator(task)] + [subagent(world, task, e) for e in task.entities]
 
 
 def single_run(seed: int, num_entities: int) -> tuple[WideTask, Conversation]:
     rng = random.Random(seed)
     world = world_for(seed, num_entities)
-    base_url = random_base_url(rng)
     task = sample_task(world, rng, num_entities)
-    return task, single(world, base_url, task)
+    return task, single(world, task)
 
 
 def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix: tuple[float, float] = (0.6, 0.3)) -> Conversation:

@@ -5,9 +5,11 @@ A small model cannot read a whole accessibility snapshot (an entity page's is ab
 same real pages in fewer tokens:
 
     web_search(query)      the fixture site's own search (`/api/search`, over HTTP),
-                           best hit only: "Name: URL"
+                           best hit only, as its path on the site: "Name: /entity/x.html"
+                           (a small model copies a short path more surely than a URL
+                           with the server's random port in it)
     browser_navigate(url)  real Chromium (tools.browser.Browser, allowlisted to the
-                           site) loads the page; the observation is the page's title
+                           site) loads the page (a path is taken relative to the site); the observation is the page's title
                            and its facts table, read from the real snapshot:
                            "Name\\nLabel: value\\n..."
 
@@ -20,6 +22,7 @@ laid out like the fixture web's.
 from __future__ import annotations
 
 import re
+from urllib.parse import urljoin, urlsplit
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -37,12 +40,12 @@ from tools.fixture_web.world import Entity, World
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
-def search_text(world: World, base_url: str, query: str) -> str:
-    """What `web_search(query)` shows: the best hit as "Name: URL"."""
+def search_text(world: World, query: str) -> str:
+    """What `web_search(query)` shows: the best hit as "Name: /path"."""
     hits = search(world, query)
     if not hits:
         return f"no results for {query!r}"
-    return f"{hits[0].name}: {base_url}{hits[0].path}"
+    return f"{hits[0].name}: {hits[0].path}"
 
 
 def facts_text(entity: Entity) -> str:
@@ -101,7 +104,7 @@ class FixtureWebKit(BrowserKit):
         if self._client is None:
             raise RuntimeError("FixtureWebKit.for_agent called outside `async with kit`")
         async with self.open_browser() as browser:
-            yield [self._search_tool(self._client), _navigate_tool(browser)]
+            yield [self._search_tool(self._client), _navigate_tool(browser, self.base_url)]
 
     def _search_tool(self, client: httpx.AsyncClient) -> FunctionTool:
         async def call(arguments: dict[str, Any]) -> str:
@@ -114,19 +117,20 @@ class FixtureWebKit(BrowserKit):
                 raise ToolError(f"the search failed: {error}") from None
             if not results:
                 return f"no results for {query!r}"
-            return f"{results[0]['title']}: {results[0]['url']}"
+            return f"{results[0]['title']}: {urlsplit(results[0]['url']).path}"
 
         return FunctionTool(
-            "web_search", "Search the site; returns the best page as 'Name: URL'.",
+            "web_search", "Search the site; returns the best page as 'Name: /path'.",
             schema({"query": {"type": "string"}}, ["query"]), call,
         )  # fmt: skip
 
 
-def _navigate_tool(browser: Browser) -> FunctionTool:
+def _navigate_tool(browser: Browser, base_url: str) -> FunctionTool:
     async def call(arguments: dict[str, Any]) -> str:
-        return facts_from_snapshot(await browser.navigate(argument(arguments, "url", str)))
+        url = urljoin(base_url + "/", argument(arguments, "url", str))  # a path is on the site
+        return facts_from_snapshot(await browser.navigate(url))
 
     return FunctionTool(
-        "browser_navigate", "Open a URL in the browser; returns the page title and its facts.",
+        "browser_navigate", "Open a page of the site (a path such as /entity/x.html, or a URL); returns its title and facts.",
         schema({"url": {"type": "string"}}, ["url"]), call,
     )  # fmt: skip

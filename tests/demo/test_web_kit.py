@@ -47,5 +47,6 @@ async def test_live_kit_shows_what_the_generator_writes() -> None:
         async with FixtureWebKit(web.base_url) as kit, kit.for_agent("a") as tools:
             search, navigate = tools
             for entity in world.entities[::4]:
-                assert await search({"query": entity.name}) == search_text(world, web.base_url, entity.name)
+                assert await search({"query": entity.name}) == search_text(world, entity.name)
                 assert await navigate({"url": web.base_url + entity.path}) == facts_text(entity)
+                assert await navigate({"url": entity.path}) == facts_text(entity)  # a path is on the site
