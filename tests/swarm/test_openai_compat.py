@@ -18,8 +18,12 @@ from swarm.model import CallContext
 CONTEXT = CallContext(agent_id="a1", agent_name="main", role="orchestrator")
 
 
+REQUEST_HEADS: list[bytes] = []
+
+
 def _serve_once(answer: Callable[[socket.socket], None]) -> Iterator[str]:
-    """A one-connection HTTP server: reads the request, lets `answer` write (or not)."""
+    """A one-connection HTTP server: reads the request (its head goes to REQUEST_HEADS),
+    lets `answer` write (or not)."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def run() -> None:
@@ -29,6 +33,7 @@ def _serve_once(answer: Callable[[socket.socket], None]) -> Iterator[str]:
             while b"\r\n\r\n" not in data:
                 data += conn.recv(65536)
             head, _, body = data.partition(b"\r\n\r\n")
+            REQUEST_HEADS.append(head)
             length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
             while len(body) < length:
                 body += conn.recv(65536)
@@ -113,3 +118,19 @@ def test_plain_answer_keeps_tool_calls_usage_and_thinking(plain_tool_call: str) 
         assert (response.usage.input_tokens, response.usage.output_tokens) == (7, 3)
 
     anyio.run(main)
+
+
+def test_requests_carry_the_key_and_not_the_sdk_telemetry_headers(plain_tool_call: str) -> None:
+    async def main() -> None:
+        model = OpenAIChatModel(plain_tool_call, model_name="m", api_key="sk-test-key", stream=False, timeout_s=5)
+        try:
+            await model.complete([Message(role="user", content="hi")], [], CONTEXT)
+        finally:
+            await model.aclose()
+
+    REQUEST_HEADS.clear()
+    anyio.run(main)
+    head = REQUEST_HEADS[0].decode().lower()
+    assert head.startswith("post /v1/chat/completions ")
+    assert "authorization: bearer sk-test-key" in head
+    assert "x-stainless" not in head
