@@ -6,7 +6,8 @@ reading the pages): first as a swarm (an orchestrator fanning out to one sub-age
 entity), then as one agent doing the lookups in turn, the baseline that shows what
 parallelism buys. Both runs are traced to the same SQLite database. The result is
 DESIGN.md's run JSON of the swarm run plus `accuracy`, `single_agent` and
-`ground_truth`.
+`ground_truth`. `demo_session` (world, site, model) and `demo_result` (the scoring) are
+what `run_demo` shares with `swarm demo --tui` (demo/live.py).
 """
 
 from __future__ import annotations

@@ -72,11 +72,13 @@ class LiveRun:
         opener: CoordinatorOpener | None = None,
         secrets: tuple[str, ...] = (),
     ) -> None:
-        if (plan is None) == (opener is None):
+        if plan is not None and opener is None:
+            opener = plan_opener(plan, store.path.parent / "work")
+        elif plan is not None or opener is None:
             raise ValueError("LiveRun takes a plan or an opener, not both or neither")
         self.plan = plan
         self.store = store
-        self.opener = opener or plan_opener(plan, store.path.parent / "work")  # type: ignore[arg-type]
+        self.opener = opener
         self.secrets = plan.secrets if plan is not None else secrets
         self.run_id = run_id or uuid.uuid4().hex[:16]
         self.model = RunModel(self.run_id)
