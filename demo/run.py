@@ -6,18 +6,21 @@ reading the pages): first as a swarm (an orchestrator fanning out to one sub-age
 entity), then as one agent doing the lookups in turn, the baseline that shows what
 parallelism buys. Both runs are traced to the same SQLite database. The result is
 DESIGN.md's run JSON of the swarm run plus `accuracy`, `single_agent` and
-`ground_truth`.
+`ground_truth`. `demo_session` (world, site, model) and `demo_result` (the scoring) are
+what `run_demo` shares with `swarm demo --tui` (demo/live.py).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from demo.tasks import item_accuracy, sample_task, world_for
+from demo.tasks import WideTask, item_accuracy, sample_task, world_for
 from demo.trajectories import ORCHESTRATOR_PROMPT, SINGLE_PROMPT
 from demo.web_kit import FixtureWebKit
 from storage.store import TraceStore
@@ -47,43 +50,60 @@ def load_demo_model(checkpoint: Path) -> ChatModel:
     return load_local_model(str(checkpoint), model_name="moe-swarm-demo", temperature=0.0, max_tokens=MAX_TOKENS)
 
 
-def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStore, model_label: str = "local:demo",
-             modes: tuple[str, ...] = ("swarm", "single"), extra_sinks: list[TraceSink] | None = None,
-             close_model: bool = True) -> dict[str, Any]:  # fmt: skip
-    """Runs the modes in order; returns the swarm run's JSON with the demo's figures added.
-    `model` is closed after unless `close_model` is False (a benchmark reuses it)."""
+class DemoSession:
+    """One demo while it is open (`demo_session`): the task, the site serving its world, and
+    the model every run shares. `open_run` gives one mode's coordinator; `result` reads the
+    finished runs back from the trace and scores them."""
+
+    def __init__(self, task: WideTask, base_url: str, model: RetryingModel, *, num_entities: int, model_label: str) -> None:
+        self.task, self.base_url, self.model = task, base_url, model
+        self.num_entities, self.model_label = num_entities, model_label
+
+    def coordinator(self, mode: str, sink: TraceSink, *, run_id: str | None = None, stream_text: bool = False) -> Coordinator:
+        request = RunRequest(
+            prompt=self.task.prompt(), mode=mode, limits=demo_limits(self.num_entities, mode),  # type: ignore[arg-type]
+            system_prompt=ORCHESTRATOR_PROMPT if mode == "swarm" else SINGLE_PROMPT,
+            model_label=self.model_label, config_json="{}",
+        )  # fmt: skip
+        kits = [FixtureWebKit(self.base_url)]
+        return Coordinator(request, self.model, kits, sink, run_id=run_id, stream_text=stream_text)
+
+    @asynccontextmanager
+    async def open_run(self, mode: str, sink: TraceSink, run_id: str, *, stream_text: bool = True) -> AsyncIterator[Coordinator]:
+        """`coordinator` as an async context manager (the TUI's `LiveRun` opener); the model
+        outlives it, the session closes it."""
+        yield self.coordinator(mode, sink, run_id=run_id, stream_text=stream_text)
+
+
+@asynccontextmanager
+async def demo_session(*, seed: int, num_entities: int, model: ChatModel, model_label: str = "local:demo",
+                       close_model: bool = True) -> AsyncIterator[DemoSession]:  # fmt: skip
+    """Serves the world of `seed` on loopback while open; `model` is closed on exit (once,
+    after every run) unless `close_model` is False (a benchmark reuses it)."""
     if not 1 <= num_entities <= 16:
         raise ValueError("--entities must be between 1 and 16")
     world = world_for(seed, num_entities)
     task = sample_task(world, random.Random(seed), num_entities)
+    retrying = RetryingModel(model, policy=RetryPolicy(), limiter=AdaptiveLimiter(17))
+    web = FixtureWebServer(world).start()
+    try:
+        yield DemoSession(task, web.base_url, retrying, num_entities=num_entities, model_label=model_label)
+    finally:
+        with anyio.CancelScope(shield=True):
+            if close_model:
+                await retrying.aclose()
+            await anyio.to_thread.run_sync(web.stop)  # joins the server thread (up to its 0.5 s poll)
+
+
+def demo_result(store: TraceStore, task: WideTask, run_ids: dict[str, str]) -> dict[str, Any]:
+    """The first run's JSON with the demo's figures added: each run's accuracy against the
+    ground truth and, with both modes, the single-agent run's figures and the speedup."""
     summaries: dict[str, dict[str, Any]] = {}
-    with FixtureWebServer(world) as web, Recorder(store) as recorder:
-        sinks: list[TraceSink] = [recorder, *(extra_sinks or [])]
-
-        async def main() -> None:
-            retrying = RetryingModel(model, policy=RetryPolicy(), limiter=AdaptiveLimiter(17))
-            try:
-                for mode in modes:
-                    request = RunRequest(
-                        prompt=task.prompt(), mode=mode, limits=demo_limits(num_entities, mode),  # type: ignore[arg-type]
-                        system_prompt=ORCHESTRATOR_PROMPT if mode == "swarm" else SINGLE_PROMPT,
-                        model_label=model_label, config_json="{}",
-                    )  # fmt: skip
-                    coordinator = Coordinator(request, retrying, [FixtureWebKit(web.base_url)], FanOut(sinks))
-                    outcome = await coordinator.run()
-                    summaries[mode] = {"run_id": outcome.run_id}
-            finally:
-                if close_model:
-                    with anyio.CancelScope(shield=True):
-                        await retrying.aclose()
-
-        anyio.run(main)
-        recorder.flush()
-    for mode, entry in summaries.items():
-        summary = run_summary(store, entry["run_id"])
+    for mode, run_id in run_ids.items():
+        summary = run_summary(store, run_id)
         num_right, num_items = item_accuracy(task, summary.get("final_answer"))
         summaries[mode] = summary | {"accuracy": round(num_right / num_items, 4)}
-    result = dict(summaries.get("swarm") or summaries[modes[0]])
+    result = dict(summaries.get("swarm") or next(iter(summaries.values())))
     if "single" in summaries and "swarm" in summaries:
         single = summaries["single"]
         result["single_agent"] = {key: single[key] for key in ("run_id", "status", "final_answer", "accuracy", "wall_time_s",
@@ -93,6 +113,29 @@ def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStor
     result["task"] = task.prompt()
     result["db"] = str(store.path)
     return result
+
+
+def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStore, model_label: str = "local:demo",
+             modes: tuple[str, ...] = ("swarm", "single"), extra_sinks: list[TraceSink] | None = None,
+             close_model: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Runs the modes in order; returns `demo_result` of them.
+    `model` is closed after unless `close_model` is False (a benchmark reuses it)."""
+    run_ids: dict[str, str] = {}
+    sessions: list[DemoSession] = []
+    with Recorder(store) as recorder:
+        sink = FanOut([recorder, *(extra_sinks or [])])
+
+        async def main() -> None:
+            async with demo_session(seed=seed, num_entities=num_entities, model=model, model_label=model_label,
+                                    close_model=close_model) as session:  # fmt: skip
+                sessions.append(session)
+                for mode in modes:
+                    outcome = await session.coordinator(mode, sink).run()
+                    run_ids[mode] = outcome.run_id
+
+        anyio.run(main)
+        recorder.flush()
+    return demo_result(store, sessions[0].task, run_ids)
 
 
 def describe(result: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@
     swarm tui [--db PATH] [TASK.toml] [--model SPEC] [--model-name NAME]
     swarm serve --model DIR [--host H] [--port P] [--tensor-parallel-size N]
     swarm model init-tiny DIR [--int4] | info DIR | quantize SRC DST
-    swarm demo [--seed N] [--entities K] [--json]   (the offline demo, demo/run.py)
+    swarm demo [--seed N] [--entities K] [--json | --tui]   (the offline demo, demo/run.py)
 
 Exit codes: 0 succeeded, 1 failed or over budget, 2 bad input, 130 cancelled. A user
 mistake prints one line naming the file, flag or field and the problem; no traceback.
@@ -274,8 +274,11 @@ def demo_command(
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     single: Annotated[bool, typer.Option("--single/--no-single", help="Also run the single-agent baseline.")] = True,
+    tui: Annotated[bool, typer.Option("--tui", help="Watch the runs live in the terminal UI.")] = False,
 ) -> None:
     """Offline end to end: a fresh fixture world, the shipped demo model, swarm then single agent."""
+    if tui and as_json:
+        _fail("--tui and --json cannot be used together: --json prints one object on stdout, --tui draws on it")
     from demo.run import DEFAULT_CHECKPOINT, describe, load_demo_model, run_demo  # torch, Playwright: only here
 
     checkpoint = model or DEFAULT_CHECKPOINT
@@ -285,13 +288,31 @@ def demo_command(
             "`python -m demo.train OUT_DIR` and pass --model OUT_DIR/checkpoint"
         )
     store = _open_store(db)
+    modes = ("swarm", "single") if single else ("swarm",)
+    if tui:
+        _demo_in_tui(store, seed, entities, load_demo_model(checkpoint), f"local:{checkpoint}", modes)
     try:
         result = run_demo(seed=seed, num_entities=entities, model=load_demo_model(checkpoint), store=store,
-                          model_label=f"local:{checkpoint}", modes=("swarm", "single") if single else ("swarm",))  # fmt: skip
+                          model_label=f"local:{checkpoint}", modes=modes)  # fmt: skip
     except (SwarmError, StorageError) as exc:
         _fail(str(exc), EXIT_FAILED)
     print(json.dumps(result) if as_json else describe(result))
     raise typer.Exit(_EXIT_BY_STATUS[result["status"]])
+
+
+def _demo_in_tui(store: TraceStore, seed: int, entities: int, model: Any, model_label: str, modes: tuple[str, ...]) -> NoReturn:
+    """`swarm demo --tui`: the runs in the TUI; the report is printed once it closes."""
+    from demo.live import DemoJob
+    from demo.run import describe
+    from tui.app import SwarmApp
+
+    job = DemoJob(seed=seed, num_entities=entities, model=model, model_label=model_label, modes=modes)
+    SwarmApp(store, job=job).run()
+    if job.result is None:  # closed (or a run stopped) before the demo ended
+        print(f"the demo did not finish; its runs: swarm runs list --db {store.path}", file=sys.stderr)
+        raise typer.Exit(EXIT_CANCELLED)
+    print(describe(job.result))
+    raise typer.Exit(_EXIT_BY_STATUS[job.result["status"]])
 
 
 def main() -> None:
