@@ -2,7 +2,10 @@
 
 `emit` only queues; one writer thread drains the queue in batches, each batch one
 transaction, so the event loop never waits on disk and a killed process keeps everything
-committed before it. Known secret values (API keys) are replaced by `[REDACTED]` in every
+committed before it. A batch gathers events for up to `_LINGER_S` after its first one
+(a flush or the stop ends it at once): a big swarm emits thousands of events a second,
+and a transaction per handful of them cost the writer about 60 us of CPU per event
+against 10 us in batches of hundreds. Known secret values (API keys) are replaced by `[REDACTED]` in every
 text before it is written: secrets never reach the database.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 import json
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from types import TracebackType
 
@@ -31,8 +35,14 @@ from swarm.events import (
 )
 
 _MAX_BATCH = 5000
+_LINGER_S = 0.02
 _FLUSH = object()
 _STOP = object()
+
+
+def _ends_batch(item: object) -> bool:
+    """A flush or the stop is written at once, without waiting for more events."""
+    return item is _STOP or (isinstance(item, tuple) and item[0] is _FLUSH)
 
 
 class Recorder:
@@ -86,9 +96,10 @@ class Recorder:
         stopping = False
         while not stopping:
             items = [self._queue.get()]
-            while len(items) < _MAX_BATCH:
+            deadline = time.monotonic() + _LINGER_S
+            while len(items) < _MAX_BATCH and not _ends_batch(items[-1]):
                 try:
-                    items.append(self._queue.get_nowait())
+                    items.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             batch = WriteBatch()
