@@ -36,9 +36,9 @@ def _calls(*calls: dict[str, Any]) -> Message:
     return {"role": "assistant", "content": "", "tool_calls": list(calls)}
 
 
-def _row(name: str, facts: str, labels: Sequence[str]) -> str:
+def _row(number: int, name: str, facts: str, labels: Sequence[str]) -> str:
     values = dict(line.split(": ", 1) for line in facts.splitlines()[1:] if ": " in line)
-    return table_row(name, [(label, values.get(label, "?")) for label in labels])
+    return table_row(number, name, [(label, values.get(label, "?")) for label in labels])
 
 
 def next_turn(messages: Sequence[Message]) -> Message:
@@ -46,23 +46,25 @@ def next_turn(messages: Sequence[Message]) -> Message:
     turns = [m for m in messages if m["role"] == "assistant"]
     results = [m["content"] for m in messages if m["role"] == "tool"]
     if system == SUBAGENT_PROMPT:
-        name, labels = task.removeprefix("Find ").split(": ", 1)
-        return _lookup_turn(name, len(turns), results) or {"role": "assistant", "content": _row(name, results[-1], labels.split(", "))}
+        head, labels = task.split(": ", 1)
+        number, name = head.split(" ", 1)
+        return _lookup_turn(name, len(turns), results) or {"role": "assistant", "content": _row(int(number), name, results[-1], labels.split(", "))}
     match = _PROMPT.fullmatch(task)
     if match is None:
         return {"role": "assistant", "content": "I cannot read this task."}
-    kind, labels, names = _KIND[match["what"]], (match["a"], match["b"]), match["names"].split(", ")
+    kind, labels = _KIND[match["what"]], (match["a"], match["b"])
+    names = [item.split(" ", 1)[1] for item in match["names"].split(", ")]  # "1 Lope, 2 Zanra"
     if system == ORCHESTRATOR_PROMPT:
         if not turns:
             create = _call("create_subagent", 0, {"name": SUBAGENT_NAME, "system_prompt": SUBAGENT_PROMPT})
-            assigns = [_call("assign_task", i + 1, {"agent": SUBAGENT_NAME, "task": f"Find {n}: {labels[0]}, {labels[1]}"}) for i, n in enumerate(names)]
+            assigns = [_call("assign_task", i, {"agent": SUBAGENT_NAME, "task": f"{i} {n}: {labels[0]}, {labels[1]}"}) for i, n in enumerate(names, start=1)]
             return _calls(create, *assigns)
         return {"role": "assistant", "content": table_text(kind, labels, list(results[1:]))}
     if system == SINGLE_PROMPT:
         if len(turns) < 2 * len(names):
             entity = names[len(turns) // 2]
             return _lookup_turn(entity, len(turns) % 2, results[-1:]) or {}
-        rows = [_row(name, page, labels) for name, page in zip(names, results[1::2], strict=True)]
+        rows = [_row(i, name, page, labels) for i, (name, page) in enumerate(zip(names, results[1::2], strict=True), start=1)]
         return {"role": "assistant", "content": table_text(kind, labels, rows)}
     return {"role": "assistant", "content": "I cannot read this task."}
 

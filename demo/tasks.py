@@ -9,10 +9,14 @@ short and regular on purpose: a small model trained on them must copy names and
 values between them, and each copy is one a small transformer learns early (an
 induction copy: find where what was just written occurred before, continue it). So a
 sub-agent answers with a table row that names its entity and labels each value,
-`| Ridara Group | Headquarters: Litesra | Industry: biotech |`: after writing a label
-it finds the same label on the page and copies what follows it there, instead of
-looking a label up and writing only its value. The final table is those rows as
-they came back, under a header.
+`| 2 | Ridara Group | Headquarters: Litesra | Industry: biotech |`: after writing a
+label it finds the same label on the page and copies what follows it there, instead of
+looking a label up and writing only its value. Entities are numbered in the prompt
+(`1 Lope, 2 Zanra`), and a sub-task starts with its entity's number, which is also the
+index of the orchestrator's `assign_task` call (`assign_task:2` -> `2 Zanra: ...`) and
+the first cell of the sub-agent's row: the orchestrator finds the k-th name and the
+k-th row by a number it writes anyway, not by remembering which came before. The final
+table is those rows as they came back, under a header.
 """
 
 from __future__ import annotations
@@ -43,12 +47,12 @@ def value_of(entity: Entity, label: str) -> str:
     raise KeyError(f"{entity.id} has no attribute labelled {label!r}")
 
 
-def table_row(name: str, facts: list[tuple[str, str]]) -> str:
-    return "| " + " | ".join([name, *(f"{label}: {value}" for label, value in facts)]) + " |"
+def table_row(number: int, name: str, facts: list[tuple[str, str]]) -> str:
+    return "| " + " | ".join([str(number), name, *(f"{label}: {value}" for label, value in facts)]) + " |"
 
 
 def table_text(kind: str, labels: tuple[str, str] | list[str], rows: list[str]) -> str:
-    return "\n".join([f"| {kind} | {labels[0]} | {labels[1]} |", "|---|---|---|", *rows])
+    return "\n".join([f"| # | {kind} | {labels[0]} | {labels[1]} |", "|---|---|---|---|", *rows])
 
 
 @dataclass(frozen=True)
@@ -59,19 +63,24 @@ class WideTask:
     labels: tuple[str, str]
     entities: tuple[Entity, ...]
 
+    def number(self, entity: Entity) -> int:
+        """The entity's number in the prompt's list, from 1: also the index of the
+        orchestrator's `assign_task` call for it (its `create_subagent` call is 0)."""
+        return self.entities.index(entity) + 1
+
     def prompt(self) -> str:
-        names = ", ".join(e.name for e in self.entities)
+        names = ", ".join(f"{i} {e.name}" for i, e in enumerate(self.entities, start=1))
         what = PLURALS[self.kind]
         return f"For each of these {len(self.entities)} {what}, find {self.labels[0]} and {self.labels[1]}: {names}. Answer with a table."
 
     def subtask(self, entity: Entity) -> str:
         """What the orchestrator asks one sub-agent to do."""
-        return f"Find {entity.name}: {self.labels[0]}, {self.labels[1]}"
+        return f"{self.number(entity)} {entity.name}: {self.labels[0]}, {self.labels[1]}"
 
     def answer(self, entity: Entity) -> str:
-        """A sub-agent's final answer: a table row, its entity's name then each value asked
-        for after its label, in the order asked."""
-        return table_row(entity.name, [(label, value_of(entity, label)) for label in self.labels])
+        """A sub-agent's final answer: a table row, its entity's number and name, then each
+        value asked for after its label, in the order asked."""
+        return table_row(self.number(entity), entity.name, [(label, value_of(entity, label)) for label in self.labels])
 
     def table(self, answers: list[str] | None = None) -> str:
         """The final answer: a header, then the sub-agents' rows as they came (`answers`, one
@@ -108,6 +117,8 @@ def parse_table(text: str) -> dict[str, list[str]]:
         if not line.strip().startswith("|") or re.fullmatch(r"[\s|:-]*", line):
             continue
         cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells and cells[0].isdigit():  # the row's number
+            cells = cells[1:]
         if cells:
             rows.setdefault(cells[0].lower(), cells[1:])
     return rows

@@ -87,6 +87,6 @@ def test_subagent_reads_the_values_from_the_page() -> None:
 def test_item_accuracy_counts_each_value() -> None:
     task, _ = swarm_run(2, 3)
     answers = [task.answer(e) for e in task.entities]
-    answers[1] = f"| {task.entities[1].name} | wrong | {task.labels[1]}: also wrong |"
+    answers[1] = f"| 2 | {task.entities[1].name} | wrong | {task.labels[1]}: also wrong |"
     assert item_accuracy(task, task.table(answers)) == (4, 6)
     assert item_accuracy(task, "no table") == (0, 6)
