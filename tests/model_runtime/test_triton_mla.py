@@ -106,13 +106,14 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.gpu
 @cuda
 @pytest.mark.parametrize(("lengths", "heads", "latent", "rope", "block_size", "block_n"), [*CASES, ([1, 300, 77, 64], 64, 512, 64, 64, 32)])
-def test_cuda_kernel_matches_torch_decode_bf16(lengths, heads, latent, rope, block_size, block_n):
+def test_cuda_kernel_matches_torch_decode_bf16(lengths, heads, latent, rope, block_size, block_n, monkeypatch: pytest.MonkeyPatch):
     q, blocks, batch = decode_case(lengths, heads, latent, rope, block_size, dtype=torch.bfloat16)
     scale = (latent + rope) ** -0.5
     on_gpu = PagedBatch(**{**batch.__dict__, "decode_blocks": batch.decode_blocks.cuda(), "decode_bias": batch.decode_bias.cuda()})
     out = triton_mla.paged_mla_decode(q.cuda(), blocks.cuda(), on_gpu.decode_blocks, on_gpu.decode_bias, scale, latent, block_n=block_n)
     expected = PagedLatentAttention._decode(q.float(), blocks.float(), PagedBatch(**{**batch.__dict__, "decode_bias": batch.decode_bias.float()}), scale, latent)
     torch.testing.assert_close(out.float().cpu(), expected, rtol=2e-2, atol=2e-2)
+    monkeypatch.setattr(paged_attention, "_triton_kernels", lambda: None)
     torch_path = PagedLatentAttention._decode(q.cuda(), blocks.cuda(), on_gpu, scale, latent)  # CUDA, triton off: bmm
     torch.testing.assert_close(out, torch_path, rtol=2e-2, atol=2e-2)
 
