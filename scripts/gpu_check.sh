@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything the GPU work needs measured, in one run on a CUDA machine (about 5 minutes
-# on an H200): the `gpu`-marked tests (Triton INT4 kernel, MoE layer on CUDA, CUDA-graph
-# decode == eager), then bench/gpu_decode.py at full Moonlight size; every figure goes to
+# on an H200): the `gpu`-marked tests (Triton INT4 kernel, MoE layer on CUDA, Triton
+# MLA decode kernel and engine, CUDA-graph decode == eager), then bench/gpu_decode.py at full Moonlight size; every figure goes to
 # stdout. Extra arguments go to the benchmark (e.g. --peak-gbps 3350 on an unlisted GPU).
 # Uses .venv, made by scripts/setup.sh if missing (on a CUDA machine that installs the
 # default CUDA build of torch from PyPI, which brings triton: a multi-GB download, so

@@ -8,7 +8,9 @@ hold its context. The batch is built once per step and read by every layer. Cont
 is gathered a whole block at a time (one row of `block_size * (C + R)` values per
 block, not one per token). Sequences that bring one query token (decodes) are attended
 together in one padded batch; sequences that bring several (prefill chunks) one at a
-time, so no step pads a long prefill against short decodes.
+time, so no step pads a long prefill against short decodes. On CUDA, when triton
+imports, decodes go through a Triton kernel (engine/triton_mla.py) that reads each
+context row once; elsewhere through index_select and two batched matmuls.
 
 Shapes: N new tokens, H heads, C kv_lora_rank, R rope dim, S sequences, L context
 (padded to whole blocks: nb blocks of B slots).
@@ -16,7 +18,9 @@ Shapes: N new tokens, H heads, C kv_lora_rank, R rope dim, S sequences, L contex
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from types import ModuleType
 
 import torch
 
@@ -40,6 +44,16 @@ class PagedBatch:
     decode_bias: torch.Tensor  # [S_d, 1, nb*B] 0 where a context token is, -inf on padding
     prefills: tuple[PrefillGroup, ...]
     is_all_decode: bool  # decode rows are exactly the N tokens, in order: no indexing
+
+
+@functools.cache
+def _triton_kernels() -> ModuleType | None:
+    """engine.triton_mla, or None where triton is not installed (CPU-only torch builds)."""
+    try:
+        from model_runtime.engine import triton_mla
+    except ImportError:
+        return None
+    return triton_mla
 
 
 class PagedLatentAttention:
@@ -92,6 +106,9 @@ class PagedLatentAttention:
 
     @staticmethod
     def _decode(q: torch.Tensor, blocks: torch.Tensor, batch: PagedBatch, softmax_scale: float, num_latent: int) -> torch.Tensor:
+        kernels = _triton_kernels() if q.is_cuda else None
+        if kernels is not None:
+            return kernels.paged_mla_decode(q, blocks, batch.decode_blocks, batch.decode_bias, softmax_scale, num_latent)  # [S, H, C]
         num_seqs = batch.decode_blocks.shape[0]
         keys = blocks.index_select(0, batch.decode_blocks.view(-1)).view(num_seqs, -1, q.shape[-1]).to(q.dtype)  # [S, L, C + R]
         scores = torch.baddbmm(batch.decode_bias, q, keys.transpose(1, 2), alpha=softmax_scale)  # [S, H, L]
