@@ -47,7 +47,8 @@ def load_demo_model(checkpoint: Path) -> ChatModel:
     """The checkpoint on the embedded engine, greedy (`local:`); imports torch."""
     from swarm.backends.local import load_local_model
 
-    return load_local_model(str(checkpoint), model_name="moe-swarm-demo", temperature=0.0, max_tokens=MAX_TOKENS)
+    # One engine thread: the demo model's steps are too small to share (EngineConfig.cpu_threads).
+    return load_local_model(str(checkpoint), model_name="moe-swarm-demo", temperature=0.0, max_tokens=MAX_TOKENS, cpu_threads=1)
 
 
 class DemoSession:

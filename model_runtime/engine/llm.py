@@ -45,6 +45,11 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     seed: int | None = None
     enforce_eager: bool = False  # True: no CUDA graphs for decode steps (they are CUDA-only anyway)
+    # CPU: intra-op threads of the engine's own loop thread (None: torch's setting). OpenMP
+    # keeps this per thread, so the caller's threads keep theirs. A small model's steps are
+    # hundreds of tiny operations that a second thread slows down, more so beside other
+    # busy processes (a browser, a swarm): 1 made `swarm demo` about 30% faster here.
+    cpu_threads: int | None = None
 
 
 class LLM:
@@ -84,6 +89,7 @@ class LLM:
         shape = CacheShape(shape.num_layers, num_blocks, config.block_size, entry_dim)
         max_model_len = config.max_model_len or min(getattr(model_config, "max_position_embeddings", 32768), 32768)
         self.config = config
+        self._device = device
         self.tokenizer = tokenizer
         eos = {t for t in (tokenizer.eos_token_id, tokenizer.token_id("<|im_end|>")) if t is not None} if tokenizer else set()
         scheduler = Scheduler(
@@ -214,6 +220,8 @@ class LLM:
         self._has_mail.set()
 
     def _loop(self) -> None:
+        if self.config.cpu_threads is not None and self._device.type == "cpu":
+            torch.set_num_threads(self.config.cpu_threads)
         while not self._is_closed:
             if not self._inbox and not self.engine.has_work():
                 self._has_mail.wait()

@@ -20,7 +20,7 @@ import anyio
 
 from model_runtime.chat_format import render_chat
 from model_runtime.engine.errors import EngineClosedError, InvalidRequestError
-from model_runtime.engine.llm import LLM
+from model_runtime.engine.llm import LLM, EngineConfig
 from model_runtime.engine.sampling_params import SamplingParams
 from model_runtime.errors import RuntimeEngineError
 from model_runtime.tool_parser import ParsedCompletion, StreamingToolParser
@@ -95,7 +95,7 @@ async def open_local_model(checkpoint_dir: str, *, model_name: str | None = None
     return await anyio.to_thread.run_sync(lambda: load_local_model(checkpoint_dir, model_name=model_name, temperature=temperature, max_tokens=max_tokens, tensor_parallel_size=tensor_parallel_size))
 
 
-def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None, tensor_parallel_size: int = 1) -> LocalChatModel:
+def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None, tensor_parallel_size: int = 1, cpu_threads: int | None = None) -> LocalChatModel:
     """`open_local_model` for callers outside an event loop (a CLI before its run); blocks."""
     path = Path(checkpoint_dir).expanduser()
     if not (path / "config.json").is_file():
@@ -103,18 +103,19 @@ def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temp
     if not (path / "tiktoken.model").is_file():
         raise ModelSpecError(f"local:{checkpoint_dir}: no tiktoken.model there; the chat format needs the tokenizer")
     try:
-        llm = _load(path, tensor_parallel_size)
+        llm = _load(path, tensor_parallel_size, cpu_threads)
     except (RuntimeEngineError, OSError, ValueError) as exc:
         raise ModelSpecError(f"local:{checkpoint_dir}: cannot load the checkpoint: {exc}") from exc
     return LocalChatModel(llm, model_name=model_name or path.resolve().name, temperature=temperature, max_tokens=max_tokens)
 
 
-def _load(path: Path, tensor_parallel_size: int = 1) -> LLM:
+def _load(path: Path, tensor_parallel_size: int = 1, cpu_threads: int | None = None) -> LLM:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    return LLM(path, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size)
+    config = EngineConfig(cpu_threads=cpu_threads)
+    return LLM(path, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size, config=config)
 
 
 def to_kimi_dict(message: Message) -> dict[str, Any]:
