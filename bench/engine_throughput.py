@@ -69,6 +69,7 @@ def main() -> None:
     parser.add_argument("--skip-one-at-a-time", action="store_true")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs per setting")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--engine-threads", type=int, default=None, help="the engine loop's own CPU threads (EngineConfig.cpu_threads; default: as --threads)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -78,7 +79,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = init_tiny(tmp)
         hf = reference_model(path).to(args.device)
-        config = EngineConfig(block_size=16, num_kv_blocks=4096, max_num_seqs=args.num_requests, max_num_batched_tokens=4096)
+        config = EngineConfig(block_size=16, num_kv_blocks=4096, max_num_seqs=args.num_requests, max_num_batched_tokens=4096,
+                              cpu_threads=args.engine_threads)  # fmt: skip
         with LLM(path, dtype=torch.float32, device=args.device, config=config) as llm:
             engine(llm, prompts[:2], [2, 2])  # warm-up
             hf_batched(hf, prompts[:2], [2, 2], args.device)
@@ -92,7 +94,8 @@ def main() -> None:
                 ours.append(engine(llm, prompts, output_lens))
             results["transformers generate, batched"] = min(batched)
             results["moe-swarm engine"] = min(ours)
-    print(f"{args.num_requests} requests, {num_tokens} output tokens, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens, device {args.device}, {torch.get_num_threads()} CPU threads")
+    print(f"{args.num_requests} requests, {num_tokens} output tokens, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens, device {args.device}, {torch.get_num_threads()} CPU threads"
+          + (f" ({args.engine_threads} for the engine)" if args.engine_threads else ""))
     ours = num_tokens / results["moe-swarm engine"]
     for name, seconds in results.items():
         rate = num_tokens / seconds
