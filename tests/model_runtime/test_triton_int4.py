@@ -9,11 +9,6 @@ through it. Everything is skipped without triton.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,22 +21,12 @@ from model_runtime.quant import triton_int4  # noqa: E402
 from model_runtime.quant.int4 import Int4Experts, pack_int4  # noqa: E402
 from model_runtime.testing import tiny_config  # noqa: E402
 from tests.model_runtime.oracle import reference_unpack_int4  # noqa: E402
+from tests.model_runtime.triton_interpreter import interpreted, not_interpreted, run_interpreted  # noqa: E402
 
 
-IS_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-interpreted = pytest.mark.skipif(not IS_INTERPRETED, reason="run by test_kernel_under_the_interpreter")
-
-
-@pytest.mark.skipif(IS_INTERPRETED, reason="this is the interpreted run")
+@not_interpreted
 def test_kernel_under_the_interpreter():
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
+    run_interpreted(__file__)
 
 
 def random_experts(num_experts: int, dim: int, hidden: int, *, seed: int = 0) -> Int4Experts:

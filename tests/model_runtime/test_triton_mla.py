@@ -9,11 +9,6 @@ The `gpu` tests run the compiled kernel on CUDA in bf16, and the engine's greedy
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -22,21 +17,12 @@ pytest.importorskip("triton")
 from model_runtime.engine import paged_attention  # noqa: E402
 from model_runtime.engine import triton_mla  # noqa: E402
 from model_runtime.engine.paged_attention import PagedBatch, PagedLatentAttention  # noqa: E402
-
-IS_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
-interpreted = pytest.mark.skipif(not IS_INTERPRETED, reason="run by test_kernel_under_the_interpreter")
+from tests.model_runtime.triton_interpreter import interpreted, not_interpreted, run_interpreted  # noqa: E402
 
 
-@pytest.mark.skipif(IS_INTERPRETED, reason="this is the interpreted run")
+@not_interpreted
 def test_kernel_under_the_interpreter():
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(root)}
-    run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "interpreted"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
-    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
-    assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
+    run_interpreted(__file__)
 
 
 def decode_case(lengths: list[int], heads: int, latent: int, rope: int, block_size: int, *, dtype: torch.dtype = torch.float32, seed: int = 0):
