@@ -74,13 +74,16 @@ def test_a_stream_that_breaks_off_is_a_retryable_unavailable_error(broken_stream
         _complete(broken_stream, stream=True)
 
 
-@pytest.fixture
-def garbage_json() -> Iterator[str]:
+def _json_answer(body: bytes) -> Callable[[socket.socket], None]:
     def answer(conn: socket.socket) -> None:
-        body = b"<html>proxy error</html>"
         conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
 
-    yield from _serve_once(answer)
+    return answer
+
+
+@pytest.fixture
+def garbage_json() -> Iterator[str]:
+    yield from _serve_once(_json_answer(b"<html>proxy error</html>"))
 
 
 def test_a_non_json_answer_is_an_unavailable_error(garbage_json: str) -> None:
@@ -90,18 +93,15 @@ def test_a_non_json_answer_is_an_unavailable_error(garbage_json: str) -> None:
 
 @pytest.fixture
 def plain_tool_call() -> Iterator[str]:
-    def answer(conn: socket.socket) -> None:
-        body = json.dumps({
-            "id": "x", "object": "chat.completion", "model": "served-name",
-            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
-                "role": "assistant", "content": None, "reasoning_content": "think",
-                "tool_calls": [{"type": "function", "function": {"name": "echo", "arguments": "{\"a\": 1}"}}],
-            }}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 3},
-        }).encode()  # fmt: skip
-        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
-
-    yield from _serve_once(answer)
+    body = json.dumps({
+        "id": "x", "object": "chat.completion", "model": "served-name",
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": None, "reasoning_content": "think",
+            "tool_calls": [{"type": "function", "function": {"name": "echo", "arguments": "{\"a\": 1}"}}],
+        }}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 3},
+    }).encode()  # fmt: skip
+    yield from _serve_once(_json_answer(body))
 
 
 def test_plain_answer_keeps_tool_calls_usage_and_thinking(plain_tool_call: str) -> None:
