@@ -13,23 +13,18 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import httpx
+import httpx2  # the openai client's HTTP layer (openai >= 3)
 import openai
-
-try:  # openai >= 3 speaks HTTP through httpx2; older releases through httpx
-    import httpx2 as _client_httpx
-except ImportError:  # pragma: no cover - depends on the installed openai
-    _client_httpx = httpx
 
 from swarm.errors import ModelRequestError, ModelTimeout, ModelUnavailable, RateLimited
 from swarm.messages import Message, ToolCall, ToolSpec, Usage, kimi_tool_call_id
 from swarm.model import CallContext, ModelResponse
 
 
-def parse_retry_after(headers: httpx.Headers | None) -> float | None:
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds to wait from `retry-after-ms` or `Retry-After` (seconds or HTTP date)."""
     if headers is None:
         return None
@@ -66,9 +61,8 @@ def to_openai_message(message: Message) -> dict[str, Any]:
 
 
 # Errors the transport raises while a response body is read (the client maps the ones
-# raised before it returns): both httpx generations, whichever the client uses.
-_TIMEOUT_ERRORS = (httpx.TimeoutException, _client_httpx.TimeoutException)
-_TRANSPORT_ERRORS = (httpx.HTTPError, _client_httpx.HTTPError, _client_httpx.StreamError)
+# raised before it returns).
+_TRANSPORT_ERRORS = (httpx2.HTTPError, httpx2.StreamError)
 
 
 def _map_error(error: Exception) -> Exception:
@@ -85,7 +79,7 @@ def _map_error(error: Exception) -> Exception:
         if error.status_code in (408, 409):
             return ModelUnavailable(f"model endpoint answered {error.status_code}: {error.message}", retry_after_s=retry_after)
         return ModelRequestError(f"model endpoint rejected the request ({error.status_code}): {error.message}")
-    if isinstance(error, _TIMEOUT_ERRORS):
+    if isinstance(error, httpx2.TimeoutException):
         return ModelTimeout(f"model call timed out: {error}")
     if isinstance(error, _TRANSPORT_ERRORS):
         return ModelUnavailable(f"model stream broke off: {error!r}")
@@ -112,8 +106,7 @@ def _default_http_client(timeout_s: float) -> Any:
         import aiohttp  # noqa: F401
     except ImportError:
         return None
-    factory = getattr(openai, "DefaultAioHttpClient", None)  # openai >= 1.83
-    return factory(timeout=timeout_s) if factory is not None else None
+    return openai.DefaultAioHttpClient(timeout=timeout_s)
 
 
 # The SDK's telemetry headers (X-Stainless-*: its version, OS, runtime...) are left out:
@@ -142,7 +135,7 @@ class OpenAIChatModel:
         max_tokens: int | None = None,
         stream: bool = True,
         timeout_s: float = 600.0,
-        http_client: Any = None,  # the client's own kind (httpx2.AsyncClient for openai >= 3)
+        http_client: httpx2.AsyncClient | None = None,
     ) -> None:
         self._client = openai.AsyncOpenAI(
             base_url=base_url,
@@ -191,7 +184,7 @@ class OpenAIChatModel:
             raise _map_error(error) from error
 
     async def _complete_once(self, body: dict[str, Any], started: float) -> ModelResponse:
-        response = await self._client.post("/chat/completions", body=body, cast_to=_client_httpx.Response, options=_REQUEST_OPTIONS)
+        response = await self._client.post("/chat/completions", body=body, cast_to=httpx2.Response, options=_REQUEST_OPTIONS)
         try:
             completion = response.json()
         except ValueError as exc:
@@ -233,7 +226,7 @@ class OpenAIChatModel:
         finish_reason: str | None = None
         model = self._model_name
         ttft_s: float | None = None
-        response = await self._client.post("/chat/completions", body=body, cast_to=_client_httpx.Response, stream=True, options=_REQUEST_OPTIONS)
+        response = await self._client.post("/chat/completions", body=body, cast_to=httpx2.Response, stream=True, options=_REQUEST_OPTIONS)
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):
