@@ -9,7 +9,7 @@ compressed-tensors experts (kept packed), FP8 block-scaled weights (dequantized 
 multi-token-prediction layers are skipped, with a log line), and tied embeddings.
 Nothing is downloaded: `path` must be a local folder.
 
-For tensor parallelism (parallel.py) the loader takes `narrows`: which slice of a tensor
+For tensor parallelism (parallel/) the loader takes `narrows`: which slice of a tensor
 this rank holds (`Narrow`), or which range of a layer's routed experts. It then reads
 only that slice from disk (safetensors `get_slice`), and only its own experts.
 """

@@ -5,8 +5,8 @@ transaction, so the event loop never waits on disk and a killed process keeps ev
 committed before it. A batch gathers events for up to `_LINGER_S` after its first one
 (a flush or the stop ends it at once): a big swarm emits thousands of events a second,
 and a transaction per handful of them cost the writer about 60 us of CPU per event
-against 10 us in batches of hundreds. Known secret values (API keys) are replaced by `[REDACTED]` in every
-text before it is written: secrets never reach the database.
+against 10 us in batches of hundreds. Known secret values (API keys) are replaced by
+`[REDACTED]` in every text before it is written: secrets never reach the database.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ class EngineConfig:
 class LLM:
     def __init__(self, path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: str = "cpu", tensor_parallel_size: int = 1, config: EngineConfig | None = None) -> None:
         tokenizer = KimiTokenizer.from_dir(path) if (Path(path) / "tiktoken.model").is_file() else None
-        if tensor_parallel_size != 1:  # worker processes; see model_runtime/parallel.py
+        if tensor_parallel_size != 1:  # worker processes; see model_runtime/parallel/
             from model_runtime.parallel import TensorParallelGroup
 
             group = TensorParallelGroup(path, dtype=dtype, device=device, world_size=tensor_parallel_size)

@@ -18,11 +18,11 @@ Shapes: N new tokens, H heads, C kv_lora_rank, R rope dim, S sequences, L contex
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from types import ModuleType
 
 import torch
+
+from model_runtime.triton_kernels import triton_module
 
 
 @dataclass(frozen=True)
@@ -44,16 +44,6 @@ class PagedBatch:
     decode_bias: torch.Tensor  # [S_d, 1, nb*B] 0 where a context token is, -inf on padding
     prefills: tuple[PrefillGroup, ...]
     is_all_decode: bool  # decode rows are exactly the N tokens, in order: no indexing
-
-
-@functools.cache
-def _triton_kernels() -> ModuleType | None:
-    """engine.triton_mla, or None where triton is not installed (CPU-only torch builds)."""
-    try:
-        from model_runtime.engine import triton_mla
-    except ImportError:
-        return None
-    return triton_mla
 
 
 class PagedLatentAttention:
@@ -106,7 +96,7 @@ class PagedLatentAttention:
 
     @staticmethod
     def _decode(q: torch.Tensor, blocks: torch.Tensor, batch: PagedBatch, softmax_scale: float, num_latent: int) -> torch.Tensor:
-        kernels = _triton_kernels() if q.is_cuda else None
+        kernels = triton_module("model_runtime.engine.triton_mla") if q.is_cuda else None
         if kernels is not None:
             return kernels.paged_mla_decode(q, blocks, batch.decode_blocks, batch.decode_bias, softmax_scale, num_latent)  # [S, H, C]
         num_seqs = batch.decode_blocks.shape[0]

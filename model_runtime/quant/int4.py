@@ -10,14 +10,14 @@ activation dtype, one expert (tile) at a time, just before its matmul, and dropp
 after. On CUDA, when triton is importable, all busy experts run in one grouped Triton
 kernel per projection instead (quant/triton_int4.py: dequantization fused into the
 matmul, no host sync, so CUDA graphs can capture it). `quantize_experts_int4` is the
-pass that swaps a built model's dense experts for packed ones. Shapes: E experts, D hidden, I moe_intermediate_size, G group size.
+pass that swaps a built model's dense experts for packed ones. Shapes: E experts,
+D hidden, I moe_intermediate_size, G group size.
 """
 
 from __future__ import annotations
 
 import functools
 import sys
-from types import ModuleType
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,7 @@ from torch import nn
 
 from model_runtime.errors import ShapeMismatchError
 from model_runtime.layers.moe import DenseExperts, MoE, RoutedExperts
+from model_runtime.triton_kernels import triton_module
 
 _SHIFTS = torch.arange(0, 32, 4, dtype=torch.int32)  # [8]
 
@@ -70,16 +71,6 @@ def _half_word_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return (nibbles - 8).to(device=device, dtype=dtype)
 
 
-@functools.cache
-def _triton_kernels() -> ModuleType | None:
-    """quant.triton_int4, or None where triton is not installed (CPU-only torch builds)."""
-    try:
-        from model_runtime.quant import triton_int4
-    except ImportError:
-        return None
-    return triton_int4
-
-
 class Int4Experts(RoutedExperts):
     """A layer's routed experts, packed INT4; gate|up fused in `w13_*` like DenseExperts."""
 
@@ -101,13 +92,13 @@ class Int4Experts(RoutedExperts):
         return w13, w2
 
     def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
-        kernels = _triton_kernels() if x.is_cuda else None
+        kernels = triton_module("model_runtime.quant.triton_int4") if x.is_cuda else None
         if kernels is None:
             return super().forward(x, topk_idx, topk_w)  # [N, D]
         return kernels.int4_moe(x, topk_idx, topk_w, self.w13_packed, self.w13_scale, self.w2_packed, self.w2_scale)  # [N, D]
 
     def supports_cuda_graphs(self, device: torch.device) -> bool:
-        return device.type == "cuda" and _triton_kernels() is not None
+        return device.type == "cuda" and triton_module("model_runtime.quant.triton_int4") is not None
 
     @classmethod
     def from_dense(cls, dense: DenseExperts, group_size: int = 32) -> Int4Experts:

@@ -99,7 +99,7 @@ def test_cuda_kernel_matches_torch_decode_bf16(lengths, heads, latent, rope, blo
     out = triton_mla.paged_mla_decode(q.cuda(), blocks.cuda(), on_gpu.decode_blocks, on_gpu.decode_bias, scale, latent, block_n=block_n)
     expected = PagedLatentAttention._decode(q.float(), blocks.float(), PagedBatch(**{**batch.__dict__, "decode_bias": batch.decode_bias.float()}), scale, latent)
     torch.testing.assert_close(out.float().cpu(), expected, rtol=2e-2, atol=2e-2)
-    monkeypatch.setattr(paged_attention, "_triton_kernels", lambda: None)
+    monkeypatch.setattr(paged_attention, "triton_module", lambda name: None)
     torch_path = PagedLatentAttention._decode(q.cuda(), blocks.cuda(), on_gpu, scale, latent)  # CUDA, triton off: bmm
     torch.testing.assert_close(out, torch_path, rtol=2e-2, atol=2e-2)
 
@@ -122,7 +122,7 @@ def test_engine_greedy_decode_is_the_same_with_and_without_the_kernel(tmp_path: 
     outputs = {}
     for use_kernel in (True, False):
         if not use_kernel:
-            monkeypatch.setattr(paged_attention, "_triton_kernels", lambda: None)
+            monkeypatch.setattr(paged_attention, "triton_module", lambda name: None)
         config = EngineConfig(block_size=4, num_kv_blocks=64)  # CUDA graphs on
         with LLM.from_model(model, None, config, dtype=torch.float32, device="cuda") as llm:
             outputs[use_kernel] = [o.token_ids for o in llm.generate(prompts, greedy)]
