@@ -23,8 +23,13 @@ def app(store: TraceStore, monkeypatch: pytest.MonkeyPatch) -> SwarmApp:
     return SwarmApp(store, default_model="openai:http://127.0.0.1:8000/v1", default_model_name="kimi-k2.5")
 
 
-async def _settle(pilot) -> None:  # type: ignore[no-untyped-def]
-    """Waits until the screen shows everything it will (a loaded machine may take a while)."""
+async def _settle(pilot, screen_type: type | None = None) -> None:  # type: ignore[no-untyped-def]
+    """Waits until the screen (of `screen_type`, once a key press has pushed it) shows
+    everything it will (a loaded machine may take a while)."""
+    if screen_type is not None:
+        with anyio.fail_after(10):
+            while not isinstance(pilot.app.screen, screen_type):
+                await pilot.pause(0.05)
     screen = pilot.app.screen
 
     def is_settled() -> bool:
@@ -51,7 +56,7 @@ def test_run_view_orchestrator(snap_compare, app: SwarmApp) -> None:  # type: ig
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await _settle(pilot)
         await pilot.press("down", "enter")
-        await _settle(pilot)
+        await _settle(pilot, RunScreen)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=run_before)
 
@@ -60,7 +65,7 @@ def test_run_view_sub_agent_with_a_tool_call_selected(snap_compare, app: SwarmAp
     async def run_before(pilot) -> None:  # type: ignore[no-untyped-def]
         await _settle(pilot)
         await pilot.press("down", "enter")
-        await _settle(pilot)
+        await _settle(pilot, RunScreen)
         await pilot.press("down", "down")
         await _settle(pilot)
         await pilot.press("tab", "tab", "down")
