@@ -96,9 +96,19 @@ class WideTask:
         ]
 
 
+MAX_ENTITIES = 16
+
+
 def world_for(seed: int, num_entities: int) -> World:
-    """A world with at least `num_entities` entities of each kind."""
-    return generate_world(seed, num_entities=max(24, 3 * num_entities))
+    """A world with `MAX_ENTITIES` entities of each kind, whatever the task's size.
+
+    Pages are numbered per kind (`/entity/person-12.html`), so a world only as large as
+    its task would show two-digit page numbers only in wide tasks; sub-agents, trained on
+    small ones, then never saw one (trial6 copied every one-digit path and no two-digit one).
+    """
+    if not 1 <= num_entities <= MAX_ENTITIES:
+        raise ValueError(f"num_entities must be between 1 and {MAX_ENTITIES}, not {num_entities}")
+    return generate_world(seed, num_entities=3 * MAX_ENTITIES)
 
 
 def sample_task(world: World, rng: random.Random, num_entities: int, kind: str | None = None) -> WideTask:
