@@ -51,7 +51,7 @@ class EvalSet:
         chosen: list[Conversation] = []
         for i in range(num_swarm_runs):
             _, conversations = swarm_run(TRAIN_SEED_LIMIT + i, 2 + (14 * i) // max(1, num_swarm_runs - 1))
-            chosen += [conversations[0]] + conversations[1:5]
+            chosen += [conversations[0]] + conversations[1:][-4:]  # the last sub-agents: numbers up to 16
         for i in range(num_single_runs):
             chosen.append(single_run(TRAIN_SEED_LIMIT + 1000 + i, 2 + i % 7)[1])
         encoded = []

@@ -171,15 +171,16 @@ def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix
     """One training conversation from a fresh world (seed drawn from `rng`).
 
     Mixture, by conversation (`mix`: the sub-agents' and the orchestrators' shares):
-    sub-agents (the lookups, short) 60%; orchestrators 30%, with 2 to 16 entities, small
+    sub-agents (the lookups, short; one of a task of 1 to 16 entities, so its number in the
+    task runs to 16) 60%; orchestrators 30%, with 2 to 16 entities, small
     N drawn more often (long tables are mostly more of the same copying); single agents
     the rest, 2 to `max_single_entities`. A curriculum starts with sub-agents only: short
     conversations in which the model first learns to copy.
     """
     seed = rng.randrange(TRAIN_SEED_LIMIT)
     draw = rng.random()
-    if draw < mix[0]:
-        task, conversations = swarm_run(seed, 1 + seed % 4)
+    if draw < mix[0]:  # one sub-agent of a task of 1 to 16 entities: its number in the task is 1 to 16
+        task, conversations = swarm_run(seed, 1 + seed % 16)
         return conversations[1 + rng.randrange(len(conversations) - 1)]
     if draw < mix[0] + mix[1]:
         return swarm_run(seed, 2 + int(15 * rng.random() ** 2))[1][0]
