@@ -9,14 +9,16 @@ the writer (WAL). Not thread-safe for writes: one writer per database at a time.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, event, insert, update
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session, SQLModel, create_engine, select
@@ -62,6 +64,32 @@ class WriteBatch:
         return bool(self.updates) or any(self.inserts.values())
 
 
+@dataclass(frozen=True)
+class _TableSql:
+    insert: str
+    columns: tuple[str, ...]
+    defaults: dict[str, Any]  # a column left out of a row gets its model default (or NULL)
+
+
+@cache
+def _sql_of(table: type[SQLModel]) -> _TableSql:
+    columns = tuple(column.name for column in table.__table__.columns)  # type: ignore[attr-defined]
+    defaults: dict[str, Any] = {}
+    for column in table.__table__.columns:  # type: ignore[attr-defined]
+        if column.default is not None:
+            if not column.default.is_scalar:
+                raise TypeError(f"{table.__name__}.{column.name}: only constant defaults are supported")
+            defaults[column.name] = column.default.arg
+    insert = f"INSERT INTO {table.__tablename__} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    return _TableSql(insert, columns, defaults)
+
+
+def _column(table: type[SQLModel], name: str) -> str:
+    if name not in _sql_of(table).columns:
+        raise StorageError(f"{table.__tablename__} has no column {name!r}")
+    return name
+
+
 def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -105,27 +133,38 @@ class TraceStore:
     # -- writing ---------------------------------------------------------------
 
     def write(self, batch: WriteBatch) -> None:
-        """Applies the batch in one transaction: inserts by table, then updates in order."""
+        """Applies the batch in one transaction: inserts by table, then updates in order.
+
+        The rows go to sqlite3's `executemany` as plain tuples, past SQLAlchemy's statement
+        and type layers: those cost the writer thread (which shares the interpreter lock
+        with the swarm's event loop) several times what sqlite3 itself does per row. Every
+        column is a str, int, float or NULL, which sqlite3 binds as is.
+        """
         if not batch:
             return
         try:
             with self.engine.begin() as conn:
-                for table in _INSERT_ORDER:
-                    # executemany needs one set of columns: rows whose updates were folded
-                    # in carry more of them than rows still in flight.
-                    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-                    for row in batch.inserts.get(table, ()):
-                        by_columns[tuple(row)].append(row)
-                    for rows in by_columns.values():
-                        conn.execute(insert(table), rows)
-                # Consecutive updates of the same table and fields go as one executemany;
-                # grouping only neighbours keeps the order of updates to any one row.
-                for (table, names), group in groupby(batch.updates, key=lambda u: (u[0], tuple(u[2]))):
-                    statement = update(table).where(table.id == bindparam("_key")).values(
-                        {name: bindparam(name) for name in names}
-                    )
-                    conn.execute(statement, [{"_key": key, **values} for _, key, values in group])
-        except SQLAlchemyError as exc:
+                cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                try:
+                    for table in _INSERT_ORDER:
+                        rows = batch.inserts.get(table)
+                        if rows:
+                            sql = _sql_of(table)
+                            defaults = sql.defaults
+                            cursor.executemany(
+                                sql.insert, [tuple(row.get(name, defaults.get(name)) for name in sql.columns) for row in rows]
+                            )
+                    # Consecutive updates of the same table and fields go as one executemany;
+                    # grouping only neighbours keeps the order of updates to any one row.
+                    for (table, names), group in groupby(batch.updates, key=lambda u: (u[0], tuple(u[2]))):
+                        assignments = ", ".join(f"{_column(table, name)} = ?" for name in names)
+                        cursor.executemany(
+                            f"UPDATE {table.__tablename__} SET {assignments} WHERE id = ?",
+                            [(*values.values(), key) for _, key, values in group],
+                        )
+                finally:
+                    cursor.close()
+        except (SQLAlchemyError, sqlite3.Error) as exc:
             raise StorageError(f"cannot write to trace database {self.path}: {exc}") from exc
 
     # -- reading ---------------------------------------------------------------

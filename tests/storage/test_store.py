@@ -87,3 +87,23 @@ def test_updates_fold_into_same_batch_inserts_and_group_by_fields(tmp_path: Path
     store.write(second)
     rows = {c.id: (c.status, c.result) for c in store.tool_calls("r1")}
     assert rows == {"c0": ("ok", "folded"), "c1": ("ok", "one, again"), "c2": ("error", None)}
+
+
+def test_columns_left_out_get_the_models_defaults_and_bad_rows_are_refused(tmp_path: Path) -> None:
+    store = TraceStore(tmp_path / "t.db")
+    batch = WriteBatch()
+    batch.insert(RunRow, id="r1", prompt="p", mode="swarm", model="m", started_at=1.0)
+    batch.insert(ToolCallRow, id="c1", run_id="r1", agent_id="a1", step=1, call_id="x:0", tool="echo", arguments="{}", started_at=1.0)
+    store.write(batch)
+    run = store.get_run("r1")
+    assert (run.status, run.config_json, run.num_tool_calls, run.finished_at) == ("running", "{}", 0, None)
+    assert [(c.status, c.attempt, c.result) for c in store.tool_calls("r1")] == [("running", 1, None)]
+    missing_prompt = WriteBatch()
+    missing_prompt.insert(RunRow, id="r2", mode="swarm", model="m", started_at=1.0)
+    with pytest.raises(StorageError, match="NOT NULL"):
+        store.write(missing_prompt)
+    no_such_column = WriteBatch()
+    no_such_column.update(RunRow, "r1", colour="red")
+    with pytest.raises(StorageError, match="no column 'colour'"):
+        store.write(no_such_column)
+    assert store.get_run("r1").status == "running"
