@@ -11,7 +11,9 @@ and sent back on later turns, which Kimi's thinking models require during tool u
 from __future__ import annotations
 
 import email.utils
+import itertools
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -117,9 +119,20 @@ _OMITTED_HEADERS: dict[str, Any] = {
     for name in ("X-Stainless-Lang", "X-Stainless-Package-Version", "X-Stainless-OS", "X-Stainless-Arch",
                  "X-Stainless-Runtime", "X-Stainless-Runtime-Version", "X-Stainless-Async")
 }
-_REQUEST_OPTIONS: dict[str, Any] = {
-    "headers": {"X-Stainless-Retry-Count": openai.Omit(), "X-Stainless-Read-Timeout": openai.Omit()}
-}
+_REQUEST_HEADERS: dict[str, Any] = {"X-Stainless-Retry-Count": openai.Omit(), "X-Stainless-Read-Timeout": openai.Omit()}
+# The SDK draws a uuid4 idempotency key for every POST unless given one (and sends it only
+# to APIs that declare a header for it, which OpenAI's does not): a counter is unique too.
+_request_numbers = itertools.count()
+
+
+def _request_options() -> dict[str, Any]:
+    return {"headers": _REQUEST_HEADERS, "idempotency_key": f"moe-swarm-{os.getpid()}-{next(_request_numbers)}"}
+
+
+def _encode_body(body: dict[str, Any]) -> bytes:
+    """The JSON body as bytes, which the client sends as is (its own encoder runs every
+    value through a Python fallback hook; ours are plain JSON types)."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class OpenAIChatModel:
@@ -184,7 +197,9 @@ class OpenAIChatModel:
             raise _map_error(error) from error
 
     async def _complete_once(self, body: dict[str, Any], started: float) -> ModelResponse:
-        response = await self._client.post("/chat/completions", body=body, cast_to=httpx2.Response, options=_REQUEST_OPTIONS)
+        response = await self._client.post(
+            "/chat/completions", content=_encode_body(body), cast_to=httpx2.Response, options=_request_options()
+        )
         try:
             completion = response.json()
         except ValueError as exc:
@@ -226,7 +241,9 @@ class OpenAIChatModel:
         finish_reason: str | None = None
         model = self._model_name
         ttft_s: float | None = None
-        response = await self._client.post("/chat/completions", body=body, cast_to=httpx2.Response, stream=True, options=_REQUEST_OPTIONS)
+        response = await self._client.post(
+            "/chat/completions", content=_encode_body(body), cast_to=httpx2.Response, stream=True, options=_request_options()
+        )
         try:
             async for line in response.aiter_lines():
                 if not line.startswith("data:"):

@@ -19,6 +19,7 @@ CONTEXT = CallContext(agent_id="a1", agent_name="main", role="orchestrator")
 
 
 REQUEST_HEADS: list[bytes] = []
+REQUEST_BODIES: list[bytes] = []
 
 
 def _serve_once(answer: Callable[[socket.socket], None]) -> Iterator[str]:
@@ -37,6 +38,7 @@ def _serve_once(answer: Callable[[socket.socket], None]) -> Iterator[str]:
             length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
             while len(body) < length:
                 body += conn.recv(65536)
+            REQUEST_BODIES.append(body)
             answer(conn)
 
     thread = threading.Thread(target=run, daemon=True)
@@ -124,13 +126,16 @@ def test_requests_carry_the_key_and_not_the_sdk_telemetry_headers(plain_tool_cal
     async def main() -> None:
         model = OpenAIChatModel(plain_tool_call, model_name="m", api_key="sk-test-key", stream=False, timeout_s=5)
         try:
-            await model.complete([Message(role="user", content="hi")], [], CONTEXT)
+            await model.complete([Message(role="user", content="héllo ✓")], [], CONTEXT)
         finally:
             await model.aclose()
 
     REQUEST_HEADS.clear()
+    REQUEST_BODIES.clear()
     anyio.run(main)
     head = REQUEST_HEADS[0].decode().lower()
     assert head.startswith("post /v1/chat/completions ")
     assert "authorization: bearer sk-test-key" in head
+    assert "content-type: application/json" in head
     assert "x-stainless" not in head
+    assert json.loads(REQUEST_BODIES[0].decode("utf-8")) == {"model": "m", "messages": [{"role": "user", "content": "héllo ✓"}]}
