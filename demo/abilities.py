@@ -47,7 +47,7 @@ class EvalSet:
     conversations: list[EncodedConversation]
 
     @classmethod
-    def build(cls, tokenizer: KimiTokenizer, *, max_len: int = 1536, num_swarm_runs: int = 12, num_single_runs: int = 6) -> EvalSet:
+    def build(cls, tokenizer: KimiTokenizer, *, max_len: int = 2560, num_swarm_runs: int = 12, num_single_runs: int = 6) -> EvalSet:
         chosen: list[Conversation] = []
         for i in range(num_swarm_runs):
             _, conversations = swarm_run(TRAIN_SEED_LIMIT + i, 2 + (14 * i) // max(1, num_swarm_runs - 1))

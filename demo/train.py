@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=3000, help="schedule length (the cosine runs over it)")
     parser.add_argument("--minutes", type=float, default=None, help="stop (and export) after this much wall time")
     parser.add_argument("--batch-tokens", type=int, default=6144, help="row slots per batch, padding included")
-    parser.add_argument("--max-len", type=int, default=1536, help="longest conversation trained on, in tokens")
+    parser.add_argument("--max-len", type=int, default=2560, help="longest conversation trained on, in tokens (a 16-entity single agent is ~2,500)")
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--context-weight", type=float, default=0.2)
