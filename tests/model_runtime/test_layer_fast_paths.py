@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from model_runtime.layers import moe
 from model_runtime.layers.moe import DenseExperts
 from model_runtime.layers.rope import apply_rotary
 
@@ -22,7 +24,8 @@ def routing(num_tokens: int, num_experts: int = 8, top_k: int = 2) -> tuple[torc
     return idx, torch.rand(num_tokens, top_k, generator=gen)  # [N, K], [N, K]
 
 
-def test_grouped_experts_equal_the_per_expert_loop() -> None:
+def test_grouped_experts_equal_the_per_expert_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(moe, "DENSE_MAX_MACS", 0)  # no dense path: the grouped one
     module = experts()
     x = torch.randn(24, 16)  # [N, D]
     idx, weights = routing(24)
@@ -31,6 +34,24 @@ def test_grouped_experts_equal_the_per_expert_loop() -> None:
     grouped = module(x, idx, weights)
     module.stacked_weights = lambda dtype: None  # type: ignore[method-assign]  # the loop
     torch.testing.assert_close(grouped, module(x, idx, weights), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_tokens", [1, 3, 24, 64])
+def test_dense_experts_equal_the_per_expert_loop(num_tokens: int) -> None:
+    module = experts()
+    x = torch.randn(num_tokens, 16)  # [N, D]
+    idx, weights = routing(num_tokens)
+    assert module._is_dense_cheaper(num_tokens, module.w13)
+    dense = module(x, idx, weights)
+    module.stacked_weights = lambda dtype: None  # type: ignore[method-assign]  # the loop
+    torch.testing.assert_close(dense, module(x, idx, weights), rtol=1e-5, atol=1e-6)
+
+
+def test_dense_experts_only_when_every_expert_on_every_token_is_cheap() -> None:
+    module = experts()  # 8 experts, 3 * 8 * 16 multiply-adds each per token
+    max_tokens = moe.DENSE_MAX_MACS // (8 * 3 * 8 * 16)
+    assert module._is_dense_cheaper(max_tokens, module.w13)
+    assert not module._is_dense_cheaper(max_tokens + 1, module.w13)
 
 
 def test_large_batches_use_the_per_expert_loop() -> None:
