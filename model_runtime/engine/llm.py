@@ -45,11 +45,25 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     seed: int | None = None
     enforce_eager: bool = False  # True: no CUDA graphs for decode steps (they are CUDA-only anyway)
-    # CPU: intra-op threads of the engine's own loop thread (None: torch's setting). OpenMP
-    # keeps this per thread, so the caller's threads keep theirs. A small model's steps are
-    # hundreds of tiny operations that a second thread slows down, more so beside other
-    # busy processes (a browser, a swarm): 1 made `swarm demo` about 30% faster here.
+    # CPU: intra-op threads of the engine's own loop thread (None: 1 for a model of at most
+    # SMALL_MODEL_MAX_PARAMS parameters, else torch's setting). OpenMP keeps this per
+    # thread, so the caller's threads keep theirs. A small model's steps are hundreds of
+    # tiny operations that a second thread slows down, more so beside other busy
+    # processes (a browser, a swarm): 1 made `swarm demo` about 30% faster here, and the
+    # tiny model's decode steps about 1.5x faster on a 2-core machine sharing a core.
     cpu_threads: int | None = None
+
+
+SMALL_MODEL_MAX_PARAMS = 10_000_000  # up to this, one engine thread by default (see cpu_threads)
+
+
+def engine_cpu_threads(config: EngineConfig, model: torch.nn.Module) -> int | None:
+    """The loop thread's intra-op threads on CPU: the configured count, else 1 for a small
+    model, else None (torch's setting)."""
+    if config.cpu_threads is not None:
+        return config.cpu_threads
+    num_params = sum(p.numel() for p in model.parameters())
+    return 1 if num_params <= SMALL_MODEL_MAX_PARAMS else None
 
 
 class LLM:
@@ -90,6 +104,7 @@ class LLM:
         max_model_len = config.max_model_len or min(getattr(model_config, "max_position_embeddings", 32768), 32768)
         self.config = config
         self._device = device
+        self._cpu_threads = engine_cpu_threads(config, model) if device.type == "cpu" else None
         self.tokenizer = tokenizer
         eos = {t for t in (tokenizer.eos_token_id, tokenizer.token_id("<|im_end|>")) if t is not None} if tokenizer else set()
         scheduler = Scheduler(
@@ -220,8 +235,8 @@ class LLM:
         self._has_mail.set()
 
     def _loop(self) -> None:
-        if self.config.cpu_threads is not None and self._device.type == "cpu":
-            torch.set_num_threads(self.config.cpu_threads)
+        if self._cpu_threads is not None:
+            torch.set_num_threads(self._cpu_threads)
         while not self._is_closed:
             if not self._inbox and not self.engine.has_work():
                 self._has_mail.wait()
