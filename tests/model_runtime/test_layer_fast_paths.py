@@ -7,6 +7,7 @@ import torch
 
 from model_runtime.layers import moe
 from model_runtime.layers.moe import DenseExperts
+from model_runtime.layers.norm import RMSNorm
 from model_runtime.layers.rope import apply_rotary
 
 
@@ -69,3 +70,11 @@ def test_complex_rotation_equals_the_pairwise_formula() -> None:
     x1, x2 = q_pe[..., 0::2], q_pe[..., 1::2]
     expected = torch.cat([x1 * cos[:, None] - x2 * sin[:, None], x2 * cos[:, None] + x1 * sin[:, None]], dim=-1)
     torch.testing.assert_close(apply_rotary(q_pe, cos, sin, is_interleaved=True), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_float32_rms_norm_with_the_weight_inside_equals_the_plain_formula() -> None:
+    norm = RMSNorm(24, 1e-6)
+    torch.nn.init.normal_(norm.weight)
+    x = torch.randn(5, 40)[:, 8:32]  # a strided view, as MLA's latent split passes it
+    expected = norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
+    torch.testing.assert_close(norm(x), expected, rtol=1e-6, atol=1e-6)
