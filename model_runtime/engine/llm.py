@@ -150,7 +150,7 @@ class LLM:
         for prompt_ids, sp in zip(encoded, per_prompt):  # all or nothing: validate before submitting
             self.engine.validate(prompt_ids, sp)
         done: queue.Queue[RequestOutput | BaseException] = queue.Queue()
-        ids = [self.submit(p, sp, lambda out: out.finished and done.put(out), on_error=done.put) for p, sp in zip(encoded, per_prompt)]
+        ids = [self.submit(p, sp, done.put, on_error=done.put, is_streamed=False) for p, sp in zip(encoded, per_prompt)]
         results: dict[int, RequestOutput] = {}
         while len(results) < len(ids):
             item = done.get()
@@ -181,13 +181,15 @@ class LLM:
             if not is_finished:
                 self.abort(request_id)
 
-    def submit(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink, *, on_error: OutputSink | None = None) -> int:
-        """Posts a request; `sink` gets its outputs on the loop thread (keep it quick),
-        `on_error` the exception if the loop dies first. Raises on a bad request."""
+    def submit(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink, *, on_error: OutputSink | None = None, is_streamed: bool = True) -> int:
+        """Posts a request; `sink` gets its outputs on the loop thread (keep it quick):
+        one per step that produced something, or with `is_streamed=False` only the
+        finished one. `on_error` gets the exception if the loop dies first. Raises on a
+        bad request."""
         self._check_open()
         self.engine.validate(prompt_token_ids, params)
         request_id = next(self._request_ids)
-        self._post("add", (request_id, list(prompt_token_ids), params, sink, on_error))
+        self._post("add", (request_id, list(prompt_token_ids), params, sink, on_error, is_streamed))
         self._check_open()  # the loop may have died or closed while we posted
         return request_id
 
@@ -255,8 +257,8 @@ class LLM:
         while self._inbox:
             kind, item = self._inbox.popleft()
             if kind == "add":
-                request_id, prompt, params, sink, on_error = item
-                self.engine.add_request(prompt, params, sink, request_id=request_id)
+                request_id, prompt, params, sink, on_error, is_streamed = item
+                self.engine.add_request(prompt, params, sink, request_id=request_id, is_streamed=is_streamed)
                 self._error_sinks[request_id] = on_error or (lambda exc: None)
             elif kind == "abort":
                 self.engine.abort(item)
