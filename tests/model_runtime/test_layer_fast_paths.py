@@ -8,7 +8,7 @@ import torch
 from model_runtime.layers import moe
 from model_runtime.layers.moe import DenseExperts
 from model_runtime.layers.norm import RMSNorm
-from model_runtime.layers.rope import apply_rotary
+from model_runtime.layers.rope import apply_rotary, rotation_tables
 
 
 def experts(seed: int = 0) -> DenseExperts:
@@ -78,3 +78,14 @@ def test_float32_rms_norm_with_the_weight_inside_equals_the_plain_formula() -> N
     x = torch.randn(5, 40)[:, 8:32]  # a strided view, as MLA's latent split passes it
     expected = norm.weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6))
     torch.testing.assert_close(norm(x), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_a_precomputed_complex_rotation_equals_cos_and_sin() -> None:
+    angles = torch.rand(5, 4) * 10  # [N, R/2]
+    cos, sin = rotation_tables(angles.cos(), angles.sin(), is_interleaved=True)
+    assert cos.is_complex() and sin is None
+    q = torch.randn(5, 3, 24)  # [N, H, P + R]
+    for x in (q[..., 16:], q[..., 15:23]):  # complex-viewable, and not (odd offset)
+        expected = apply_rotary(x.contiguous(), angles.cos(), angles.sin(), is_interleaved=True)
+        torch.testing.assert_close(apply_rotary(x, cos, sin, is_interleaved=True), expected, rtol=0, atol=0)
+    assert rotation_tables(angles.cos(), angles.sin(), is_interleaved=False)[1] is not None
