@@ -45,11 +45,25 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     seed: int | None = None
     enforce_eager: bool = False  # True: no CUDA graphs for decode steps (they are CUDA-only anyway)
-    # CPU: intra-op threads of the engine's own loop thread (None: torch's setting). OpenMP
-    # keeps this per thread, so the caller's threads keep theirs. A small model's steps are
-    # hundreds of tiny operations that a second thread slows down, more so beside other
-    # busy processes (a browser, a swarm): 1 made `swarm demo` about 30% faster here.
+    # CPU: intra-op threads of the engine's own loop thread (None: 1 for a model of at most
+    # SMALL_MODEL_MAX_PARAMS parameters, else torch's setting). OpenMP keeps this per
+    # thread, so the caller's threads keep theirs. A small model's steps are hundreds of
+    # tiny operations that a second thread slows down, more so beside other busy
+    # processes (a browser, a swarm): 1 made `swarm demo` about 30% faster here, and the
+    # tiny model's decode steps about 1.5x faster on a 2-core machine sharing a core.
     cpu_threads: int | None = None
+
+
+SMALL_MODEL_MAX_PARAMS = 10_000_000  # up to this, one engine thread by default (see cpu_threads)
+
+
+def engine_cpu_threads(config: EngineConfig, model: torch.nn.Module) -> int | None:
+    """The loop thread's intra-op threads on CPU: the configured count, else 1 for a small
+    model, else None (torch's setting)."""
+    if config.cpu_threads is not None:
+        return config.cpu_threads
+    num_params = sum(p.numel() for p in model.parameters())
+    return 1 if num_params <= SMALL_MODEL_MAX_PARAMS else None
 
 
 class LLM:
@@ -90,6 +104,7 @@ class LLM:
         max_model_len = config.max_model_len or min(getattr(model_config, "max_position_embeddings", 32768), 32768)
         self.config = config
         self._device = device
+        self._cpu_threads = engine_cpu_threads(config, model) if device.type == "cpu" else None
         self.tokenizer = tokenizer
         eos = {t for t in (tokenizer.eos_token_id, tokenizer.token_id("<|im_end|>")) if t is not None} if tokenizer else set()
         scheduler = Scheduler(
@@ -135,7 +150,7 @@ class LLM:
         for prompt_ids, sp in zip(encoded, per_prompt):  # all or nothing: validate before submitting
             self.engine.validate(prompt_ids, sp)
         done: queue.Queue[RequestOutput | BaseException] = queue.Queue()
-        ids = [self.submit(p, sp, lambda out: out.finished and done.put(out), on_error=done.put) for p, sp in zip(encoded, per_prompt)]
+        ids = [self.submit(p, sp, done.put, on_error=done.put, is_streamed=False) for p, sp in zip(encoded, per_prompt)]
         results: dict[int, RequestOutput] = {}
         while len(results) < len(ids):
             item = done.get()
@@ -166,13 +181,15 @@ class LLM:
             if not is_finished:
                 self.abort(request_id)
 
-    def submit(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink, *, on_error: OutputSink | None = None) -> int:
-        """Posts a request; `sink` gets its outputs on the loop thread (keep it quick),
-        `on_error` the exception if the loop dies first. Raises on a bad request."""
+    def submit(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink, *, on_error: OutputSink | None = None, is_streamed: bool = True) -> int:
+        """Posts a request; `sink` gets its outputs on the loop thread (keep it quick):
+        one per step that produced something, or with `is_streamed=False` only the
+        finished one. `on_error` gets the exception if the loop dies first. Raises on a
+        bad request."""
         self._check_open()
         self.engine.validate(prompt_token_ids, params)
         request_id = next(self._request_ids)
-        self._post("add", (request_id, list(prompt_token_ids), params, sink, on_error))
+        self._post("add", (request_id, list(prompt_token_ids), params, sink, on_error, is_streamed))
         self._check_open()  # the loop may have died or closed while we posted
         return request_id
 
@@ -220,8 +237,8 @@ class LLM:
         self._has_mail.set()
 
     def _loop(self) -> None:
-        if self.config.cpu_threads is not None and self._device.type == "cpu":
-            torch.set_num_threads(self.config.cpu_threads)
+        if self._cpu_threads is not None:
+            torch.set_num_threads(self._cpu_threads)
         while not self._is_closed:
             if not self._inbox and not self.engine.has_work():
                 self._has_mail.wait()
@@ -240,8 +257,8 @@ class LLM:
         while self._inbox:
             kind, item = self._inbox.popleft()
             if kind == "add":
-                request_id, prompt, params, sink, on_error = item
-                self.engine.add_request(prompt, params, sink, request_id=request_id)
+                request_id, prompt, params, sink, on_error, is_streamed = item
+                self.engine.add_request(prompt, params, sink, request_id=request_id, is_streamed=is_streamed)
                 self._error_sinks[request_id] = on_error or (lambda exc: None)
             elif kind == "abort":
                 self.engine.abort(item)

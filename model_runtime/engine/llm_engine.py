@@ -35,6 +35,7 @@ class _Request:
     num_emitted_tokens: int = 0
     stopped_by_string: bool = False
     stop_holdback: int = 0
+    is_streamed: bool = True  # False: one output, when it finishes (its delta is everything)
 
 
 class LLMEngine:
@@ -47,14 +48,16 @@ class LLMEngine:
         self.stats = EngineStats()
         self._next_id = 0
 
-    def add_request(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink | None = None, *, request_id: int | None = None) -> int:
+    def add_request(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink | None = None, *, request_id: int | None = None, is_streamed: bool = True) -> int:
+        """Queues a request. Streamed, it gets an output on every step that produced
+        something; not streamed, only the finished one (no per-step output to build)."""
         self.validate(prompt_token_ids, params)
         if request_id is None:
             request_id, self._next_id = self._next_id, self._next_id + 1
         seq = Sequence(request_id, list(prompt_token_ids), params)
         decoder = IncrementalDecoder(self.tokenizer) if self.tokenizer else None
         holdback = max((len(s) for s in params.stop), default=1) - 1
-        self.requests[request_id] = _Request(seq, list(prompt_token_ids), sink, decoder, stop_holdback=holdback)
+        self.requests[request_id] = _Request(seq, list(prompt_token_ids), sink, decoder, stop_holdback=holdback, is_streamed=is_streamed)
         self.scheduler.add(seq)
         self.stats.num_requests += 1
         self.stats.num_prompt_tokens += len(prompt_token_ids)
@@ -136,6 +139,8 @@ class LLMEngine:
     def _emit(self, request: _Request) -> RequestOutput | None:
         seq = request.seq
         finished = seq.is_finished
+        if not finished and not request.is_streamed:
+            return None
         visible = len(request.text) if finished else max(request.num_emitted_chars, len(request.text) - request.stop_holdback)
         output_ids = seq.output_token_ids  # a fresh list: handed out as is
         delta_tokens = output_ids[request.num_emitted_tokens :]

@@ -8,6 +8,7 @@ mixed steps and CPU run eagerly.
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 
 import torch
@@ -41,6 +42,7 @@ class ModelRunner:
         num_blocks = cache.num_blocks + int(is_graphed)  # graphs' padding rows write the extra block
         kv_cache = torch.zeros(cache.num_layers, num_blocks, cache.block_size, cache.entry_dim, dtype=dtype, device=device)  # [layers, blocks, B, C + R]
         self.attention = PagedLatentAttention(kv_cache)
+        self._line: torch.Tensor | None = None  # see _mask_line
         self.sampler = Sampler(device, seed)
         self.graphs = DecodeGraphs(model, self.attention, scratch_block=cache.num_blocks, dtype=dtype, device=device) if is_graphed else None
 
@@ -91,16 +93,14 @@ class ModelRunner:
                 logits_indices.append(len(input_ids) - 1)
         tables, bias = self._decode_context(decode_seqs)
         batch = PagedBatch(
-            slot_mapping=torch.tensor(slots, dtype=torch.long, device=self.device),  # [N]
-            decode_token_indices=torch.tensor(decode_indices, dtype=torch.long, device=self.device),  # [S]
+            slot_mapping=_long_tensor(slots, self.device),  # [N]
+            decode_token_indices=_long_tensor(decode_indices, self.device),  # [S]
             decode_blocks=tables,
             decode_bias=bias,
             prefills=tuple(prefills),
             is_all_decode=not prefills,
         )
-        ids = torch.tensor(input_ids, dtype=torch.long, device=self.device)  # [N]
-        pos = torch.tensor(positions, dtype=torch.long, device=self.device)  # [N]
-        return ids, pos, batch, logits_indices
+        return _long_tensor(input_ids, self.device), _long_tensor(positions, self.device), batch, logits_indices  # [N], [N]
 
     def _prefill_group(self, item: ScheduledSeq, token_start: int) -> PrefillGroup:
         bs, device = self.block_size, self.device
@@ -118,16 +118,43 @@ class ModelRunner:
 
     def _decode_context(self, decodes: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor]:
         """Block tables of every decoding sequence, padded, and the bias hiding the padding."""
-        bs, device = self.block_size, self.device
+        bs = self.block_size
         lens = [item.start + 1 for item in decodes]
         num_blocks = -(-max(lens, default=0) // bs)
-        rows = [item.seq.block_table[:num_blocks] for item in decodes]
-        tables = torch.tensor([row + [0] * (num_blocks - len(row)) for row in rows], dtype=torch.long, device=device).view(len(decodes), num_blocks)  # [S, nb]
-        is_pad = torch.arange(num_blocks * bs, device=device)[None, :] >= torch.tensor(lens, dtype=torch.long, device=device)[:, None]  # [S, L]
-        return tables, self._bias(is_pad)[:, None, :]  # [S, nb], [S, 1, L]
+        width = num_blocks * bs
+        flat: list[int] = []
+        for item in decodes:
+            row = item.seq.block_table[:num_blocks]
+            flat += row
+            flat += [0] * (num_blocks - len(row))
+        tables = _long_tensor(flat, self.device).view(len(decodes), num_blocks)  # [S, nb]
+        # Row s is 0 on its lens[s] context tokens, -inf after: the window starting at
+        # width - lens[s] of a line of `width` zeros then `width` -infs (one gather, not
+        # a compare and a fill over [S, L]).
+        windows = self._mask_line(width).unfold(0, width, 1)  # [width + 1, L]
+        bias = windows.index_select(0, _long_tensor([width - n for n in lens], self.device))  # [S, L]
+        return tables, bias[:, None, :]  # [S, nb], [S, 1, L]
+
+    def _mask_line(self, width: int) -> torch.Tensor:
+        """`width` zeros then `width` -infs: [2 * width], a view of one cached line."""
+        line = self._line
+        if line is None or line.numel() < 2 * width:
+            half = max(width, 1024)
+            line = self._line = torch.cat([torch.zeros(half, dtype=self.dtype, device=self.device), torch.full((half,), float("-inf"), dtype=self.dtype, device=self.device)])
+        half = line.numel() // 2
+        return line[half - width : half + width]
 
     def _bias(self, is_masked: torch.Tensor) -> torch.Tensor:
         return torch.zeros(is_masked.shape, dtype=self.dtype, device=self.device).masked_fill_(is_masked, float("-inf"))
+
+
+def _long_tensor(values: list[int], device: torch.device) -> torch.Tensor:
+    """`torch.tensor(values, dtype=long)`, about 3x faster for a step's index lists: a
+    Python list goes to an int64 array in C, which the tensor wraps without a copy."""
+    if not values:
+        return torch.empty(0, dtype=torch.long, device=device)
+    tensor = torch.frombuffer(array.array("q", values), dtype=torch.long)
+    return tensor if device.type == "cpu" else tensor.to(device)
 
 
 def _slots(block_table: list[int], block_size: int, start: int, end: int) -> list[int]:

@@ -75,8 +75,9 @@ class MultiHeadLatentAttention(nn.Module):
         self.o_proj = nn.Linear(heads * self.v_dim, dim, bias=bias)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attention: LatentAttention
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor | None, attention: LatentAttention
     ) -> torch.Tensor:
+        """`cos, sin` per token `[N, R/2]`, or the complex rotation and None (rope.rotation_tables)."""
         num_tokens = x.shape[0]
         if hasattr(self, "q_proj"):
             q = self.q_proj(x)  # [N, H*(P+R)]

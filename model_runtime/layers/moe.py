@@ -13,7 +13,11 @@ expert to the busiest one's count at most doubles the rows (or is tiny), each ex
 tokens go into its own row block of one padded `[E, M, D]` batch and two batched matmuls
 do all experts at once (a decode step with every expert busy: a handful of ops instead of
 a dozen per expert). Otherwise one matmul per expert over all tokens routed to it; the
-loop is over experts that got tokens, never over tokens. `RoutedExperts.expert_weights`
+loop is over experts that got tokens, never over tokens. When even running every token
+through every expert costs fewer multiply-adds than `DENSE_MAX_MACS` (a tiny model's
+decode step), no sorting at all: two batched matmuls over all experts and one that sums
+each token's outputs weighted by its routing weights (zero for experts it did not pick),
+a few ops in place of some twenty. `RoutedExperts.expert_weights`
 is the seam where quantized storage plugs in (quant/int4.py). Shapes: N tokens, D
 hidden, E experts, K experts per token, I moe_intermediate_size, M padded rows per expert.
 """
@@ -29,6 +33,7 @@ from model_runtime.layers.mlp import SwiGLU
 
 GROUPED_SMALL_ROWS = 8  # padded rows per expert below which launches, not FLOPs, dominate
 GROUPED_MAX_ROWS = 256  # padded rows per expert above which the per-expert loop is faster
+DENSE_MAX_MACS = 1 << 22  # every token through every expert: below this, cheaper than sorting (~100 us of ops on one core)
 
 
 class TopkRouter(nn.Module):
@@ -76,19 +81,27 @@ class RoutedExperts(nn.Module):
         return False
 
     def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
+        stacked = self.stacked_weights(x.dtype)
+        if stacked is not None and self._is_dense_cheaper(x.shape[0], stacked[0]):
+            return self._dense(x, topk_idx, topk_w, stacked)  # [N, D]
         top_k = topk_idx.shape[1]
         flat_idx = topk_idx.flatten()  # [N*K]
         order = flat_idx.argsort(stable=True)  # [N*K] pairs grouped by expert
         token_of = order // top_k  # [N*K]
         counts = torch.bincount(flat_idx, minlength=self.num_experts)  # [E]
         max_count, num_active = (int(v) for v in torch.stack([counts.max(), counts.count_nonzero()]).tolist())
-        stacked = self.stacked_weights(x.dtype)
         if stacked is not None and self._is_grouped_cheaper(flat_idx.numel(), max_count, num_active):
             out = self._grouped(x, token_of, flat_idx.index_select(0, order), counts, max_count, stacked)  # [N*K, D]
         else:
             out = self._per_expert(x.index_select(0, token_of), counts.tolist(), x.dtype)  # [N*K, D]
         weighted = out * topk_w.flatten().index_select(0, order)[:, None].to(out.dtype)  # [N*K, D]
         return torch.zeros_like(x).index_add_(0, token_of, weighted)  # [N, D]
+
+    @staticmethod
+    def _is_dense_cheaper(num_tokens: int, w13: torch.Tensor) -> bool:
+        """Every token through every expert (N * E * 3 * I * D multiply-adds, `w13` being
+        `[E, 2I, D]`) is cheaper than sorting when it is this small."""
+        return num_tokens * w13.numel() * 3 // 2 <= DENSE_MAX_MACS
 
     def _is_grouped_cheaper(self, num_pairs: int, max_count: int, num_active: int) -> bool:
         """The padded batch saves launches, which only matter for small batches (up to
@@ -112,6 +125,19 @@ class RoutedExperts(nn.Module):
             out[start : start + count] = F.linear(F.silu(gate) * up, w2)  # [n, D]
             start += count
         return out
+
+    def _dense(
+        self,
+        x: torch.Tensor,  # [N, D]
+        topk_idx: torch.Tensor,  # [N, K]
+        topk_w: torch.Tensor,  # [N, K]
+        stacked: tuple[torch.Tensor, torch.Tensor],  # [E, 2I, D], [E, D, I]
+    ) -> torch.Tensor:
+        w13, w2 = stacked
+        gate, up = torch.matmul(x, w13.transpose(1, 2)).chunk(2, dim=-1)  # [E, N, I] each
+        down = torch.bmm(F.silu(gate) * up, w2.transpose(1, 2))  # [E, N, D]
+        weights = torch.zeros(x.shape[0], self.num_experts, dtype=x.dtype, device=x.device).scatter_(1, topk_idx, topk_w.to(x.dtype))  # [N, E]
+        return torch.bmm(weights[:, None, :], down.transpose(0, 1)).squeeze(1)  # [N, D]
 
     def _grouped(
         self,

@@ -70,22 +70,39 @@ class RotaryEmbedding(nn.Module):
         return cos, sin
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, is_interleaved: bool) -> torch.Tensor:
-    """Rotate `x [N, ..., R]` by per-token `cos, sin [N, R/2]`."""
+def rotation_tables(cos: torch.Tensor, sin: torch.Tensor, *, is_interleaved: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """`(cos, sin)` for `apply_rotary`, or `(cos + i*sin, None)` where its complex path
+    applies (interleaved, float32/64): built once per forward, not once per call."""
+    if is_interleaved and cos.dtype in (torch.float32, torch.float64):
+        return torch.complex(cos, sin), None
+    return cos, sin
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor | None, *, is_interleaved: bool) -> torch.Tensor:
+    """Rotate `x [N, ..., R]` by per-token `cos, sin [N, R/2]`, or by the complex
+    rotation `cos [N, R/2]` (sin None) that `rotation_tables` made."""
+    if cos.is_complex():
+        return _rotate_pairs(x if _is_complex_viewable(x) else x.contiguous(), cos)
+    assert sin is not None, "a real cos comes with its sin"
+    if is_interleaved and _is_complex_viewable(x):
+        return _rotate_pairs(x, torch.complex(cos, sin))
     shape = (cos.shape[0],) + (1,) * (x.dim() - 2) + (cos.shape[-1],)
     cos, sin = cos.view(shape), sin.view(shape)
-    if is_interleaved and _is_complex_viewable(x):
-        # Each pair is a complex number x0 + i*x1: one complex product rotates them all
-        # (three kernels instead of eight; a small decode step is launch-bound).
-        pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # [N, ..., R/2]
-        rotated = torch.view_as_real(pairs * torch.complex(cos, sin))  # [N, ..., R/2, 2]
-        return rotated.transpose(-1, -2).flatten(-2)  # [N, ..., R] evens then odds
     if is_interleaved:
         x1, x2 = x[..., 0::2], x[..., 1::2]
     else:
         half = x.shape[-1] // 2
         x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
+
+
+def _rotate_pairs(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
+    """Each pair is a complex number x0 + i*x1: one complex product rotates them all
+    (three kernels instead of eight; a small decode step is launch-bound)."""
+    shape = (rotation.shape[0],) + (1,) * (x.dim() - 2) + (rotation.shape[-1],)
+    pairs = torch.view_as_complex(x.unflatten(-1, (-1, 2)))  # [N, ..., R/2]
+    rotated = torch.view_as_real(pairs * rotation.view(shape))  # [N, ..., R/2, 2]
+    return rotated.transpose(-1, -2).flatten(-2)  # [N, ..., R] evens then odds
 
 
 def _is_complex_viewable(x: torch.Tensor) -> bool:

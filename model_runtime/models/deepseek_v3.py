@@ -23,7 +23,7 @@ from model_runtime.layers.mla import LatentAttention, MultiHeadLatentAttention
 from model_runtime.layers.mlp import SwiGLU
 from model_runtime.layers.moe import MoE
 from model_runtime.layers.norm import RMSNorm
-from model_runtime.layers.rope import RotaryEmbedding
+from model_runtime.layers.rope import RotaryEmbedding, rotation_tables
 
 
 class DecoderLayer(nn.Module):
@@ -37,7 +37,7 @@ class DecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
-        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, attention: LatentAttention
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor | None, attention: LatentAttention
     ) -> torch.Tensor:
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, attention)  # [N, D]
         return x + self.mlp(self.post_attention_layernorm(x))  # [N, D]
@@ -80,6 +80,7 @@ class DeepseekV3ForCausalLM(nn.Module):
     ) -> torch.Tensor:
         x = self.model.embed_tokens(input_ids)  # [N, D]
         cos, sin = self.rotary(positions, x.dtype)  # [N, R/2] each
+        cos, sin = rotation_tables(cos, sin, is_interleaved=self.config.rope.is_interleaved)  # or complex [N, R/2], None
         for layer in self.model.layers:
             x = layer(x, cos, sin, attention)  # [N, D]
         if logits_indices is not None:

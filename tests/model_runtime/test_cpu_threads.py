@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from model_runtime.engine.llm import LLM, EngineConfig
+from model_runtime.engine.llm import LLM, SMALL_MODEL_MAX_PARAMS, EngineConfig, engine_cpu_threads
 from model_runtime.engine.sampling_params import SamplingParams
 from model_runtime.init_tiny import init_tiny
 
@@ -26,3 +26,30 @@ def test_engine_thread_uses_its_own_thread_count_and_the_callers_keeps_its(tmp_p
     assert len(out[0].token_ids) == 3
     assert seen and set(seen) == {wanted}
     assert torch.get_num_threads() == before
+
+
+def test_a_small_model_gets_one_engine_thread_by_default() -> None:
+    tiny = torch.nn.Linear(64, 64)
+    assert engine_cpu_threads(EngineConfig(), tiny) == 1
+    assert engine_cpu_threads(EngineConfig(cpu_threads=3), tiny) == 3
+
+
+def test_a_large_model_keeps_torchs_thread_count_by_default() -> None:
+    with torch.device("meta"):  # the parameter count without the memory
+        large = torch.nn.Linear(4096, SMALL_MODEL_MAX_PARAMS // 4096 + 1)
+    assert engine_cpu_threads(EngineConfig(), large) is None
+
+
+def test_the_tiny_checkpoints_engine_thread_runs_single_threaded_by_default(tmp_path) -> None:
+    path = init_tiny(tmp_path / "tiny")
+    seen: list[int] = []
+    with LLM(path, dtype=torch.float32, config=EngineConfig(num_kv_blocks=64)) as llm:
+        real_step = llm.engine.step
+
+        def step():  # runs on the engine's loop thread
+            seen.append(torch.get_num_threads())
+            return real_step()
+
+        llm.engine.step = step  # type: ignore[method-assign]
+        llm.generate([[1, 2, 3]], SamplingParams(temperature=0, max_tokens=2, ignore_eos=True))
+    assert seen and set(seen) == {1}

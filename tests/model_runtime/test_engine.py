@@ -78,6 +78,21 @@ def test_stop_token_ids_and_max_tokens(model: ToyModel) -> None:
         assert len(out.token_ids) == 2 and out.finish_reason == "length"
 
 
+def test_a_request_not_streamed_gets_one_output_when_it_finishes(model: ToyModel) -> None:
+    prompt = prompts([5])[0]
+    with make_llm(model) as llm:
+        engine = llm.engine
+        streamed = engine.add_request(prompt, GREEDY)
+        final_only = engine.add_request(prompt, GREEDY, is_streamed=False)
+        outputs: dict[int, list] = {streamed: [], final_only: []}
+        while engine.has_work():
+            for out in engine.step():
+                outputs[out.request_id].append(out)
+    assert len(outputs[streamed]) == 8
+    [out] = outputs[final_only]
+    assert out.finished and out.token_ids == out.delta_token_ids == outputs[streamed][-1].token_ids
+
+
 def test_async_stream_interleaves_concurrent_requests(model: ToyModel) -> None:
     async def collect(llm: LLM, prompt: list[int]) -> list[int]:
         tokens: list[int] = []
