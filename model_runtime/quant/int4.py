@@ -7,7 +7,8 @@ nibble first); `weight_scale` bf16 `[out, in/G]` (G = group size, 32); the weigh
 stacked in that layout (0.5625 bytes per weight with G=32 against 2 for bf16: 0.28x)
 and multiplies W4A16: each expert's weights are dequantized on the fly to the
 activation dtype, one expert (tile) at a time, just before its matmul, and dropped
-after. On CUDA, when triton is importable, all busy experts run in one grouped Triton
+after (on CPU, a layer small enough, `CPU_DEQUANTIZED_MAX_BYTES`, keeps one dequantized
+copy of all its experts instead: see `Int4Experts.stacked_weights`). On CUDA, when triton is importable, all busy experts run in one grouped Triton
 kernel per projection instead (quant/triton_int4.py: dequantization fused into the
 matmul, no host sync, so CUDA graphs can capture it). `quantize_experts_int4` is the
 pass that swaps a built model's dense experts for packed ones. Shapes: E experts,
@@ -28,6 +29,7 @@ from model_runtime.layers.moe import DenseExperts, MoE, RoutedExperts
 from model_runtime.triton_kernels import triton_module
 
 _SHIFTS = torch.arange(0, 32, 4, dtype=torch.int32)  # [8]
+CPU_DEQUANTIZED_MAX_BYTES = 8 << 20  # per layer: Int4Experts.stacked_weights keeps a dequantized copy up to this
 
 
 def pack_int4(weight: torch.Tensor, group_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,9 +89,33 @@ class Int4Experts(RoutedExperts):
         self.register_buffer("w2_scale", torch.zeros(e, d, i // g, dtype=torch.bfloat16))  # [E, D, I/G]
 
     def expert_weights(self, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        stacked = self.stacked_weights(dtype)
+        if stacked is not None:
+            return stacked[0][expert], stacked[1][expert]
         w13 = unpack_int4(self.w13_packed[expert], self.w13_scale[expert], dtype)  # [2I, D]
         w2 = unpack_int4(self.w2_packed[expert], self.w2_scale[expert], dtype)  # [D, I]
         return w13, w2
+
+    def stacked_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """On CPU, for a layer whose dequantized experts are small (`CPU_DEQUANTIZED_MAX_BYTES`:
+        tiny models such as the demo's), every expert dequantized once and kept: a decode
+        step then runs the few batched ops of the base class's dense or grouped paths
+        instead of unpacking each busy expert again, which on CPU cost more than the
+        matmuls. The copy is remade when any packed buffer is replaced or written in place
+        (a reload); larger layers stay packed and dequantize per expert, as on GPU."""
+        if self.w13_packed.device.type != "cpu" or self.w13_packed.is_meta:
+            return None
+        e, d, i = self.num_experts, self.dim, self.hidden_dim
+        if 3 * e * d * i * dtype.itemsize > CPU_DEQUANTIZED_MAX_BYTES:
+            return None
+        buffers = (self.w13_packed, self.w13_scale, self.w2_packed, self.w2_scale)
+        key = (dtype, *((b.data_ptr(), b._version) for b in buffers))
+        cached = self.__dict__.get("_dequantized")
+        if cached is None or cached[0] != key:
+            w13 = unpack_int4(self.w13_packed, self.w13_scale, dtype)  # [E, 2I, D]
+            w2 = unpack_int4(self.w2_packed, self.w2_scale, dtype)  # [E, D, I]
+            cached = self.__dict__["_dequantized"] = (key, (w13, w2))
+        return cached[1]
 
     def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
         kernels = triton_module("model_runtime.quant.triton_int4") if x.is_cuda else None
