@@ -269,7 +269,7 @@ def tui_command(
 @app.command("demo")
 def demo_command(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the fresh fixture world and task.")] = 1,
-    entities: Annotated[int, typer.Option("--entities", min=1, max=16, help="Entities to look up (1-16).")] = 8,
+    entities: Annotated[int, typer.Option("--entities", min=1, max=16, help="Entities to look up (1-16).")] = 4,
     model: Annotated[Path | None, typer.Option("--model", help="Checkpoint folder (default: the shipped demo model).")] = None,
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
@@ -284,8 +284,8 @@ def demo_command(
     checkpoint = model or DEFAULT_CHECKPOINT
     if not (checkpoint / "config.json").is_file():
         _fail(
-            f"no demo checkpoint at {checkpoint}: the demo model is not shipped yet; train one with "
-            "`python -m demo.train OUT_DIR` and pass --model OUT_DIR/checkpoint"
+            f"no demo checkpoint at {checkpoint} (no config.json there): pass the checkpoint folder that "
+            "`python -m demo.train OUT_DIR` exports (OUT_DIR/checkpoint), or leave --model out for the shipped one"
         )
     store = _open_store(db)
     modes = ("swarm", "single") if single else ("swarm",)
