@@ -12,7 +12,6 @@ what `run_demo` shares with `swarm demo --tui` (demo/live.py).
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from demo.tasks import WideTask, item_accuracy, sample_task, world_for
+from demo.tasks import MAX_ENTITIES, WideTask, item_accuracy, seeded_task
 from demo.trajectories import ORCHESTRATOR_PROMPT, SINGLE_PROMPT
 from demo.web_kit import FixtureWebKit
 from storage.store import TraceStore
@@ -53,8 +52,8 @@ def load_demo_model(checkpoint: Path) -> ChatModel:
 
 class DemoSession:
     """One demo while it is open (`demo_session`): the task, the site serving its world, and
-    the model every run shares. `open_run` gives one mode's coordinator; `result` reads the
-    finished runs back from the trace and scores them."""
+    the model every run shares. `coordinator` gives one mode's run (`open_run`: the same as
+    the TUI's opener); `demo_result` scores the finished runs from the trace."""
 
     def __init__(self, task: WideTask, base_url: str, model: RetryingModel, *, num_entities: int, model_label: str) -> None:
         self.task, self.base_url, self.model = task, base_url, model
@@ -81,10 +80,9 @@ async def demo_session(*, seed: int, num_entities: int, model: ChatModel, model_
                        close_model: bool = True) -> AsyncIterator[DemoSession]:  # fmt: skip
     """Serves the world of `seed` on loopback while open; `model` is closed on exit (once,
     after every run) unless `close_model` is False (a benchmark reuses it)."""
-    if not 1 <= num_entities <= 16:
-        raise ValueError("--entities must be between 1 and 16")
-    world = world_for(seed, num_entities)
-    task = sample_task(world, random.Random(seed), num_entities)
+    if not 1 <= num_entities <= MAX_ENTITIES:
+        raise ValueError(f"--entities must be between 1 and {MAX_ENTITIES}")
+    world, task = seeded_task(seed, num_entities)
     retrying = RetryingModel(model, policy=RetryPolicy(), limiter=AdaptiveLimiter(17))
     web = FixtureWebServer(world).start()
     try:

@@ -120,6 +120,13 @@ def sample_task(world: World, rng: random.Random, num_entities: int, kind: str |
     return WideTask(kind=kind, labels=(first, second), entities=tuple(rng.sample(pool, num_entities)))
 
 
+def seeded_task(seed: int, num_entities: int) -> tuple[World, WideTask]:
+    """The world of `seed` and its task of `num_entities` entities: what the training data,
+    the eval set and `swarm demo` all mean by "seed"."""
+    world = world_for(seed, num_entities)
+    return world, sample_task(world, random.Random(seed), num_entities)
+
+
 def parse_table(text: str) -> dict[str, list[str]]:
     """Rows of a Markdown table by their first cell (lower-cased): the other cells."""
     rows: dict[str, list[str]] = {}

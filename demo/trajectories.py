@@ -29,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from demo.tasks import WideTask, sample_task, world_for
+from demo.tasks import WideTask, seeded_task
 from demo.web_kit import facts_text, search_text
 from model_runtime.chat_format import render_chat
 from tools.fixture_web.world import Entity, World
@@ -154,16 +154,12 @@ def single(world: World, task: WideTask) -> Conversation:
 
 def swarm_run(seed: int, num_entities: int) -> tuple[WideTask, list[Conversation]]:
     """Every conversation of one swarm run on world `seed`: the orchestrator's, then each sub-agent's."""
-    rng = random.Random(seed)
-    world = world_for(seed, num_entities)
-    task = sample_task(world, rng, num_entities)
+    world, task = seeded_task(seed, num_entities)
     return task, [orchestrator(task)] + [subagent(world, task, e) for e in task.entities]
 
 
 def single_run(seed: int, num_entities: int) -> tuple[WideTask, Conversation]:
-    rng = random.Random(seed)
-    world = world_for(seed, num_entities)
-    task = sample_task(world, rng, num_entities)
+    world, task = seeded_task(seed, num_entities)
     return task, single(world, task)
 
 
@@ -179,9 +175,9 @@ def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix
     """
     seed = rng.randrange(TRAIN_SEED_LIMIT)
     draw = rng.random()
-    if draw < mix[0]:  # one sub-agent of a task of 1 to 16 entities: its number in the task is 1 to 16
-        task, conversations = swarm_run(seed, 1 + seed % 16)
-        return conversations[1 + rng.randrange(len(conversations) - 1)]
+    if draw < mix[0]:
+        world, task = seeded_task(seed, 1 + seed % 16)
+        return subagent(world, task, task.entities[rng.randrange(len(task.entities))])
     if draw < mix[0] + mix[1]:
         return swarm_run(seed, 2 + int(15 * rng.random() ** 2))[1][0]
     return single_run(seed, rng.randint(2, max_single_entities))[1]
