@@ -15,12 +15,14 @@ import itertools
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Hashable, Mapping, Sequence
 from typing import Any
 
 import httpx2  # the openai client's HTTP layer (openai >= 3)
 import openai
 
+from swarm.backends.http1 import Http1Transport
 from swarm.errors import ModelRequestError, ModelTimeout, ModelUnavailable, RateLimited
 from swarm.messages import Message, ToolCall, ToolSpec, Usage, kimi_tool_call_id
 from swarm.model import CallContext, ModelResponse
@@ -97,18 +99,12 @@ class _ToolCallBuffer:
         self.arguments: list[str] = []
 
 
-def _default_http_client(timeout_s: float) -> Any:
-    """The client's aiohttp transport (the `openai[aiohttp]` extra) where it is installed.
-
-    The openai SDK documents it for concurrent use: aiohttp's C HTTP parser and lean
-    connection pool cost about a third less CPU per call than the default httpx stack,
-    and a big swarm's client is CPU-bound. Without aiohttp: the SDK's default.
-    """
-    try:
-        import aiohttp  # noqa: F401
-    except ImportError:
-        return None
-    return openai.DefaultAioHttpClient(timeout=timeout_s)
+def _default_http_client(timeout_s: float) -> httpx2.AsyncClient:
+    """The SDK's default client settings (redirects, limits, environment proxies) over our
+    lean HTTP/1.1 transport (swarm/backends/http1.py): a big swarm's client is CPU-bound,
+    and that transport costs a fifth less CPU per call than aiohttp's, which cost a third
+    less than httpx2's own."""
+    return openai.DefaultAsyncHttpxClient(transport=Http1Transport(), timeout=timeout_s)
 
 
 # The SDK's telemetry headers (X-Stainless-*: its version, OS, runtime...) are left out:
@@ -129,10 +125,64 @@ def _request_options() -> dict[str, Any]:
     return {"headers": _REQUEST_HEADERS, "idempotency_key": f"moe-swarm-{os.getpid()}-{next(_request_numbers)}"}
 
 
-def _encode_body(body: dict[str, Any]) -> bytes:
-    """The JSON body as bytes, which the client sends as is (its own encoder runs every
-    value through a Python fallback hook; ours are plain JSON types)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+async def _event_lines(response: httpx2.Response) -> AsyncIterator[str]:
+    """The lines of a server-sent event stream (UTF-8 by the SSE standard).
+
+    Split from the decoded bytes here: the client's `aiter_lines` runs every chunk through
+    its text decoder, which looks the charset up in the headers again for each one, a
+    measurable share of a big swarm's client CPU.
+    """
+    pending = b""
+    async for chunk in response.aiter_bytes():
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode("utf-8", "replace")
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", "replace")
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+class _JsonCache:
+    """The JSON text of objects sent again and again, by identity: an agent's history goes
+    out whole with every call (its 30th call re-sends 29 turns), so each message and tool
+    list is encoded once. Holds the objects it has seen, so an id is never reused while
+    cached; the least recently used go when it is full."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._entries: OrderedDict[Hashable, tuple[Any, str]] = OrderedDict()
+
+    def get(self, key: Hashable, held: Any, encode: Callable[[], str]) -> str:
+        """`key` names `held` by identity (ids); `held` is kept alive with its text."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            self._entries.move_to_end(key)
+            return entry[1]
+        text = encode()
+        self._entries[key] = (held, text)
+        if len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+        return text
+
+
+_message_json = _JsonCache(16_384)  # a few thousand concurrent agents' histories
+_tools_json = _JsonCache(256)
+
+
+def _encode_body(messages: Sequence[Message], tools: Sequence[ToolSpec], rest: dict[str, Any]) -> bytes:
+    """The request's JSON body as bytes, which the client sends as is (its own encoder runs
+    every value through a Python fallback hook; ours are plain JSON types)."""
+    parts = ["{\"messages\":[", ",".join(_message_json.get(id(m), m, lambda m=m: _json(to_openai_message(m))) for m in messages), "]"]
+    if tools:
+        held = tuple(tools)
+        parts += [",\"tools\":", _tools_json.get(tuple(map(id, held)), held, lambda: _json([t.to_openai() for t in held]))]
+    for name, value in rest.items():
+        parts += [",", _json(name), ":", _json(value)]
+    parts.append("}")
+    return "".join(parts).encode()
 
 
 class OpenAIChatModel:
@@ -159,6 +209,8 @@ class OpenAIChatModel:
             http_client=http_client if http_client is not None else _default_http_client(timeout_s),
             default_headers=_OMITTED_HEADERS,
         )
+        # Posted to as an absolute URL: a relative one is re-joined onto the base URL per call.
+        self._chat_url = str(self._client.base_url).rstrip("/") + "/chat/completions"
         self._model_name = model_name
         self._temperature = temperature
         self._max_tokens = max_tokens
@@ -179,26 +231,26 @@ class OpenAIChatModel:
         # argument against its typed params, and on long swarm conversations that walk
         # cost more CPU than the rest of the call. Auth, base URL, timeouts and the
         # mapping of error statuses to `openai` exceptions stay the client's.
-        body: dict[str, Any] = {"model": self._model_name, "messages": [to_openai_message(m) for m in messages]}
-        if tools:
-            body["tools"] = [t.to_openai() for t in tools]
+        rest: dict[str, Any] = {"model": self._model_name}
         if self._temperature is not None:
-            body["temperature"] = self._temperature
+            rest["temperature"] = self._temperature
         if self._max_tokens is not None:
-            body["max_tokens"] = self._max_tokens
+            rest["max_tokens"] = self._max_tokens
+        if self._stream:
+            rest["stream"] = True
+            rest["stream_options"] = {"include_usage": True}
+        body = _encode_body(messages, tools, rest)
         started = time.perf_counter()
         try:
             if self._stream:
-                body["stream"] = True
-                body["stream_options"] = {"include_usage": True}
                 return await self._complete_streaming(body, context, started)
             return await self._complete_once(body, started)
         except (openai.OpenAIError, *_TRANSPORT_ERRORS) as error:
             raise _map_error(error) from error
 
-    async def _complete_once(self, body: dict[str, Any], started: float) -> ModelResponse:
+    async def _complete_once(self, body: bytes, started: float) -> ModelResponse:
         response = await self._client.post(
-            "/chat/completions", content=_encode_body(body), cast_to=httpx2.Response, options=_request_options()
+            self._chat_url, content=body, cast_to=httpx2.Response, options=_request_options()
         )
         try:
             completion = response.json()
@@ -230,7 +282,7 @@ class OpenAIChatModel:
         )
 
     async def _complete_streaming(
-        self, body: dict[str, Any], context: CallContext, started: float
+        self, body: bytes, context: CallContext, started: float
     ) -> ModelResponse:
         # The raw event stream is read here rather than through the client's typed chunks:
         # building a model object per chunk was the client's largest CPU cost per call.
@@ -242,10 +294,10 @@ class OpenAIChatModel:
         model = self._model_name
         ttft_s: float | None = None
         response = await self._client.post(
-            "/chat/completions", content=_encode_body(body), cast_to=httpx2.Response, stream=True, options=_request_options()
+            self._chat_url, content=body, cast_to=httpx2.Response, stream=True, options=_request_options()
         )
         try:
-            async for line in response.aiter_lines():
+            async for line in _event_lines(response):
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
