@@ -61,7 +61,7 @@ def run_scenario(base_url: str, num_subagents: int, tool_calls: int, concurrency
     from storage.store import TraceStore
     from swarm.backends.openai_compat import OpenAIChatModel
     from swarm.backends.retry import AdaptiveLimiter, RetryingModel
-    from swarm.cli import event_loop_options
+    from swarm.cli import event_loop_options, tune_gc
     from swarm.coordinator import Coordinator, RunRequest
     from swarm.limits import Limits
     from swarm.recorder import Recorder
@@ -82,6 +82,7 @@ def run_scenario(base_url: str, num_subagents: int, tool_calls: int, concurrency
             await retrying.aclose()
             return outcome
 
+        tune_gc()  # as `swarm run` does
         started = time.perf_counter()
         outcome = anyio.run(main, backend_options=event_loop_options())
         wall_s = time.perf_counter() - started

@@ -134,13 +134,16 @@ class Agent:
         async def run_one(index: int, call: ToolCall) -> None:
             results[index] = await self._run_tool_call(step, index, call)
 
-        async with anyio.create_task_group() as group:
-            for index, call in enumerate(calls):
-                tool = self.tools.get(call.name)
-                if getattr(tool, "is_concurrent", False):
-                    group.start_soon(run_one, index, call)
-                else:
-                    await run_one(index, call)
+        if len(calls) == 1:  # nothing to overlap, so no task group (most steps of a big swarm)
+            await run_one(0, calls[0])
+        else:
+            async with anyio.create_task_group() as group:
+                for index, call in enumerate(calls):
+                    tool = self.tools.get(call.name)
+                    if getattr(tool, "is_concurrent", False):
+                        group.start_soon(run_one, index, call)
+                    else:
+                        await run_one(index, call)
         for call, result in zip(calls, results, strict=True):
             self._add(Message(role="tool", content=result, tool_call_id=call.id, name=call.name))
 

