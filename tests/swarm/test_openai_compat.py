@@ -139,3 +139,21 @@ def test_requests_carry_the_key_and_not_the_sdk_telemetry_headers(plain_tool_cal
     assert "content-type: application/json" in head
     assert "x-stainless" not in head
     assert json.loads(REQUEST_BODIES[0].decode("utf-8")) == {"model": "m", "messages": [{"role": "user", "content": "héllo ✓"}]}
+
+
+def test_request_bodies_from_cached_message_json_match_each_history() -> None:
+    from swarm.backends.openai_compat import _encode_body, to_openai_message
+    from swarm.messages import ToolCall, ToolSpec
+
+    tool = ToolSpec(name="echo", description="Echo.", parameters={"type": "object", "properties": {}})
+    call = ToolCall(id="functions.echo:0", name="echo", arguments='{"text": "ü"}')
+    history = [Message(role="system", content="s"), Message(role="user", content="u")]
+    for turn in range(3):  # the history grows; earlier messages come from the cache
+        body = json.loads(_encode_body(history, [tool], {"model": "m", "stream": True}))
+        assert body == {"messages": [to_openai_message(m) for m in history], "tools": [tool.to_openai()],
+                        "model": "m", "stream": True}
+        history += [Message(role="assistant", content=None, tool_calls=(call,)),
+                    Message(role="tool", content=f"echo {turn}", tool_call_id=call.id, name="echo")]
+    # equal messages that are different objects, and a new tool list, each encode as themselves
+    other = [Message(role="user", content="u"), Message(role="user", content="v")]
+    assert json.loads(_encode_body(other, [], {"model": "m"}))["messages"] == [{"role": "user", "content": "u"}, {"role": "user", "content": "v"}]
