@@ -289,3 +289,26 @@ def test_one_transport_across_event_loops(serve) -> None:  # type: ignore[no-unt
     assert anyio.run(get) == b"hello"
     assert anyio.run(get) == b"hello"  # the first loop's connection is not used again
     assert server.connections == 2
+
+
+def test_the_openai_backend_goes_through_a_proxy_the_environment_names(serve, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from swarm.backends.openai_compat import OpenAIChatModel
+    from swarm.messages import Message
+    from swarm.model import CallContext
+
+    answer = b'{"choices":[{"index":0,"message":{"role":"assistant","content":"via proxy"},"finish_reason":"stop"}],"model":"m"}'
+    proxy = serve(ok(answer))
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.port}")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+
+    async def main() -> str | None:
+        model = OpenAIChatModel("http://model.invalid/v1", model_name="m", api_key="k", stream=False)
+        try:
+            response = await model.complete([Message(role="user", content="hi")], [], CallContext(agent_id="a", agent_name="a", role="subagent"))
+        finally:
+            await model.aclose()
+        return response.message.content
+
+    assert anyio.run(main) == "via proxy"
+    assert proxy.requests[0].startswith(b"POST http://model.invalid/v1/chat/completions HTTP/1.1")
