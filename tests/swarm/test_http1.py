@@ -312,3 +312,17 @@ def test_the_openai_backend_goes_through_a_proxy_the_environment_names(serve, mo
 
     assert anyio.run(main) == "via proxy"
     assert proxy.requests[0].startswith(b"POST http://model.invalid/v1/chat/completions HTTP/1.1")
+
+
+def test_a_compressed_body_reaches_the_client_decoded(serve) -> None:  # type: ignore[no-untyped-def]
+    import gzip
+
+    body = gzip.compress(b'{"ok": true}' * 100)
+
+    def handle(conn: socket.socket, _: int) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    server = serve(handle)
+    response = anyio.run(_get, f"http://127.0.0.1:{server.port}/", Http1Transport())
+    assert response.content == b'{"ok": true}' * 100
+    assert b"accept-encoding: gzip" in server.requests[0].lower()
