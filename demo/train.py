@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--steps", type=int, default=3000, help="schedule length (the cosine runs over it)")
     parser.add_argument("--minutes", type=float, default=None, help="stop (and export) after this much wall time")
+    parser.add_argument("--until", type=int, default=None, help="stop (and export) at this step, inside a longer schedule (a phase of a resumed run)")
     parser.add_argument("--batch-tokens", type=int, default=6144, help="row slots per batch, padding included")
     parser.add_argument("--max-len", type=int, default=2560, help="longest conversation trained on, in tokens (a 16-entity single agent is ~2,500)")
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -148,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     log = (out / "log.jsonl").open("a")
     started = time.time()
     tokens_seen = 0
-    while step < args.steps and not args.export_only:
+    last_step = min(args.steps, args.until) if args.until is not None else args.steps
+    while step < last_step and not args.export_only:
         if args.minutes is not None and time.time() - started > 60 * args.minutes:
             break
         for group in optimizer.param_groups:
@@ -165,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         if step % 10 == 0:
             print(f"step {step} loss {loss.item():.3f} assistant {assistant_loss:.3f} imbalance {imbalance:.2f} "
                   f"{(time.time() - started) / 60:.1f} min", flush=True)  # fmt: skip
-        if step % args.eval_every == 0 or step == args.steps:
+        if step % args.eval_every == 0 or step == last_step:
             record = {"step": step, "minutes": round((time.time() - started) / 60, 2), "loss": round(loss.item(), 4),
                       "assistant_loss": round(assistant_loss, 4), "tokens": tokens_seen, **evaluate(model, eval_set)}  # fmt: skip
             print(json.dumps(record), flush=True)
