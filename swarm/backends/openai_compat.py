@@ -153,10 +153,12 @@ class _JsonCache:
     """The JSON text of objects sent again and again, by identity: an agent's history goes
     out whole with every call (its 30th call re-sends 29 turns), so each message and tool
     list is encoded once. Holds the objects it has seen, so an id is never reused while
-    cached; the least recently used go when it is full."""
+    cached; the least recently used go when the texts pass `max_chars` in all (a page
+    snapshot can be tens of kilobytes)."""
 
-    def __init__(self, size: int) -> None:
-        self._size = size
+    def __init__(self, max_chars: int) -> None:
+        self._max_chars = max_chars
+        self._chars = 0
         self._entries: OrderedDict[Hashable, tuple[Any, str]] = OrderedDict()
 
     def get(self, key: Hashable, held: Any, encode: Callable[[], str]) -> str:
@@ -167,13 +169,14 @@ class _JsonCache:
             return entry[1]
         text = encode()
         self._entries[key] = (held, text)
-        if len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        self._chars += len(text)
+        while self._chars > self._max_chars and len(self._entries) > 1:
+            self._chars -= len(self._entries.popitem(last=False)[1][1])
         return text
 
 
-_message_json = _JsonCache(16_384)  # a few thousand concurrent agents' histories
-_tools_json = _JsonCache(256)
+_message_json = _JsonCache(8_000_000)  # characters: the histories of hundreds of agents
+_tools_json = _JsonCache(1_000_000)
 
 
 def _encode_body(messages: Sequence[Message], tools: Sequence[ToolSpec], rest: dict[str, Any]) -> bytes:

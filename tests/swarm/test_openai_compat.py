@@ -157,3 +157,14 @@ def test_request_bodies_from_cached_message_json_match_each_history() -> None:
     # equal messages that are different objects, and a new tool list, each encode as themselves
     other = [Message(role="user", content="u"), Message(role="user", content="v")]
     assert json.loads(_encode_body(other, [], {"model": "m"}))["messages"] == [{"role": "user", "content": "u"}, {"role": "user", "content": "v"}]
+
+
+def test_the_json_cache_keeps_to_its_size() -> None:
+    from swarm.backends.openai_compat import _JsonCache
+
+    cache = _JsonCache(max_chars=100)
+    kept = [object() for _ in range(30)]
+    for i, thing in enumerate(kept):
+        assert cache.get(id(thing), thing, lambda i=i: f"{i:09d}") == f"{i:09d}"  # 9 characters each
+    assert cache._chars <= 100 and len(cache._entries) == 11  # the 11 most recent
+    assert cache.get(id(kept[-1]), kept[-1], lambda: "not again") == "000000029"
