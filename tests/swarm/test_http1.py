@@ -326,3 +326,21 @@ def test_a_compressed_body_reaches_the_client_decoded(serve) -> None:  # type: i
     response = anyio.run(_get, f"http://127.0.0.1:{server.port}/", Http1Transport())
     assert response.content == b'{"ok": true}' * 100
     assert b"accept-encoding: gzip" in server.requests[0].lower()
+
+
+def test_a_body_larger_than_the_read_buffer(serve) -> None:  # type: ignore[no-untyped-def]
+    body = bytes(range(256)) * 16_384  # 4 MiB: reading pauses and resumes on the way
+    server = serve(ok(body))
+
+    async def main() -> tuple[bytes, int]:
+        async with httpx2.AsyncClient(transport=Http1Transport()) as client:
+            async with client.stream("GET", f"http://127.0.0.1:{server.port}/") as response:
+                pieces = []
+                async for piece in response.aiter_bytes():
+                    pieces.append(piece)
+                    await anyio.sleep(0)  # a slow reader
+            again = await client.get(f"http://127.0.0.1:{server.port}/")  # and the connection is reused
+        return b"".join(pieces), len(again.content)
+
+    assert anyio.run(main) == (body, len(body))
+    assert server.connections == 1
