@@ -12,8 +12,9 @@ What it does: http and https (the client's SSL context: certifi, SSL_CERT_FILE),
 connections per origin reused for later requests, `Content-Length`, chunked and
 close-delimited bodies, the client's connect, read and pool timeouts, one retry on a fresh connection when a
 reused one turns out to have been closed by the server before answering. What it leaves
-to the client: redirects, auth, headers, proxies (a proxied origin is mounted on the
-client's own proxy transport, so environment proxies keep working). Errors are httpx2's
+to the client: redirects, auth, headers. It speaks to no proxy (and httpx2 reads no
+environment proxies for a client given a transport): where the environment names one, the
+openai backend uses the SDK's own transports instead. Errors are httpx2's
 (ConnectError, ReadTimeout, RemoteProtocolError...), which the openai client maps to its
 own exceptions as with any transport.
 """
@@ -248,25 +249,20 @@ class Http1Transport(httpx2.AsyncBaseTransport):
         head = self._head(request)
         if request.headers.get("transfer-encoding", "").lower() == "chunked":
             body = (b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)) if body else b"0\r\n\r\n"
+        data = head + body
         connection, reused = await self._acquire(origin, timeout)
-        try:
-            status = await self._exchange(connection, head + body, request, timeout)
-        except httpx2.TransportError as exc:
-            self._forget(connection)
-            if not (reused and isinstance(exc, httpx2.ReadError) and not connection.received):
-                raise
+        while True:
+            try:
+                status = await self._exchange(connection, data, timeout)
+                break
+            except BaseException as exc:  # cancelled or failed: that connection is not reused
+                self._forget(connection)
+                if not (reused and isinstance(exc, httpx2.ReadError) and not connection.received):
+                    raise
             # The server closed a kept-alive connection as we sent on it (idle connections
             # are closed by servers at will) and answered nothing: the request goes once
             # more, on a fresh connection, as aiohttp's and httpcore's pools do.
-            connection, _ = await self._acquire(origin, timeout, fresh=True)
-            try:
-                status = await self._exchange(connection, head + body, request, timeout)
-            except BaseException:
-                self._forget(connection)
-                raise
-        except BaseException:  # cancelled, or anything unexpected: never reuse it
-            self._forget(connection)
-            raise
+            connection, reused = await self._acquire(origin, timeout, fresh=True)
         if request.method == "HEAD":
             connection.complete = True
         return httpx2.Response(
@@ -282,7 +278,7 @@ class Http1Transport(httpx2.AsyncBaseTransport):
         lines.append(b"\r\n")
         return b"".join(lines)
 
-    async def _exchange(self, connection: _Connection, data: bytes, request: httpx2.Request, timeout: dict) -> int:  # type: ignore[type-arg]
+    async def _exchange(self, connection: _Connection, data: bytes, timeout: dict) -> int:  # type: ignore[type-arg]
         connection._begin()
         connection.head = asyncio.get_running_loop().create_future()
         if not connection.usable:
@@ -314,13 +310,11 @@ class Http1Transport(httpx2.AsyncBaseTransport):
                 ),
                 timeout.get("connect"), httpx2.ConnectTimeout, f"connecting to {host}:{port}",
             )
-        except (OSError, ssl.SSLError) as exc:
+        except BaseException as exc:
             if self._slots is not None:
                 self._slots.release()
-            raise httpx2.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
-        except BaseException:
-            if self._slots is not None:
-                self._slots.release()
+            if isinstance(exc, OSError):  # ssl.SSLError is one
+                raise httpx2.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
             raise
         self._open.add(connection)
         return connection, False
