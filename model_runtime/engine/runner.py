@@ -34,6 +34,9 @@ class CacheShape:
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, cache: CacheShape, *, dtype: torch.dtype, device: torch.device, seed: int | None = None, enforce_eager: bool = False) -> None:
         self.model = model
+        fuse = getattr(model, "fuse_for_inference", None)
+        if fuse is not None:
+            fuse()  # fewer operations per step (models/deepseek_v3.py)
         self.vocab_size: int | None = getattr(getattr(model, "config", None), "vocab_size", None)
         self.block_size = cache.block_size
         self.device = device

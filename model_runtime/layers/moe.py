@@ -17,7 +17,9 @@ loop is over experts that got tokens, never over tokens. When even running every
 through every expert costs fewer multiply-adds than `DENSE_MAX_MACS` (a tiny model's
 decode step), no sorting at all: two batched matmuls over all experts and one that sums
 each token's outputs weighted by its routing weights (zero for experts it did not pick),
-a few ops in place of some twenty. `RoutedExperts.expert_weights`
+a few ops in place of some twenty; for serving, `MoE.fuse_for_inference` stacks the
+shared expert after the routed ones, so that path computes it too, with weight 1.
+`RoutedExperts.expert_weights`
 is the seam where quantized storage plugs in (quant/int4.py). Shapes: N tokens, D
 hidden, E experts, K experts per token, I moe_intermediate_size, M padded rows per expert.
 """
@@ -133,10 +135,15 @@ class RoutedExperts(nn.Module):
         topk_w: torch.Tensor,  # [N, K]
         stacked: tuple[torch.Tensor, torch.Tensor],  # [E, 2I, D], [E, D, I]
     ) -> torch.Tensor:
-        w13, w2 = stacked
-        gate, up = torch.matmul(x, w13.transpose(1, 2)).chunk(2, dim=-1)  # [E, N, I] each
-        down = torch.bmm(F.silu(gate) * up, w2.transpose(1, 2))  # [E, N, D]
-        weights = torch.zeros(x.shape[0], self.num_experts, dtype=x.dtype, device=x.device).scatter_(1, topk_idx, topk_w.to(x.dtype))  # [N, E]
+        w13, w2 = stacked  # [E', 2I, D], [E', D, I]: E' > E where shared experts follow the routed ones (weight 1)
+        gate, up = torch.matmul(x, w13.transpose(1, 2)).chunk(2, dim=-1)  # [E', N, I] each
+        down = torch.bmm(F.silu(gate) * up, w2.transpose(1, 2))  # [E', N, D]
+        if w13.shape[0] == self.num_experts:
+            weights = torch.zeros(x.shape[0], self.num_experts, dtype=x.dtype, device=x.device)  # [N, E]
+        else:
+            weights = torch.ones(x.shape[0], w13.shape[0], dtype=x.dtype, device=x.device)  # [N, E']
+            weights[:, : self.num_experts] = 0
+        weights.scatter_(1, topk_idx, topk_w.to(x.dtype))
         return torch.bmm(weights[:, None, :], down.transpose(0, 1)).squeeze(1)  # [N, D]
 
     def _grouped(
@@ -189,9 +196,38 @@ class MoE(nn.Module):
             if config.n_shared_experts
             else None
         )
+        self.with_shared: tuple[torch.Tensor, torch.Tensor] | None = None  # see fuse_for_inference
+
+    @torch.no_grad()
+    def fuse_for_inference(self) -> None:
+        """Stacks the shared expert after the routed ones (`[E+1, 2I, D]`, `[E+1, D, I]`),
+        so the all-experts path of a small step computes it in the same two matmuls. The
+        routed and shared weights become views of the stack: no extra memory. Only for
+        dense experts stacked in one dtype, a shared expert of the routed experts' size,
+        and experts small enough for that path (`DENSE_MAX_MACS`)."""
+        experts, shared = self.experts, self.shared_experts
+        if shared is None or type(experts) is not DenseExperts or self.with_shared is not None:
+            return
+        shared.fuse_for_inference()
+        w13, w2 = experts.w13, experts.w2  # [E, 2I, D], [E, D, I]
+        if shared.gate_up is None or shared.gate_up.shape != w13.shape[1:] or shared.down_proj.weight.shape != w2.shape[1:]:
+            return
+        if shared.gate_up.dtype != w13.dtype or not RoutedExperts._is_dense_cheaper(1, w13):
+            return
+        num = experts.num_experts
+        stacked13 = torch.cat([w13, shared.gate_up[None]])  # [E+1, 2I, D]
+        stacked2 = torch.cat([w2, shared.down_proj.weight[None]])  # [E+1, D, I]
+        half = shared.gate_proj.weight.shape[0]
+        w13.data, w2.data = stacked13[:num], stacked2[:num]
+        shared.gate_up = stacked13[num]
+        shared.gate_proj.weight.data, shared.up_proj.weight.data = stacked13[num, :half], stacked13[num, half:]
+        shared.down_proj.weight.data = stacked2[num]
+        self.with_shared = (stacked13, stacked2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         topk_idx, topk_w = self.gate(x)  # [N, K], [N, K]
+        if self.with_shared is not None and RoutedExperts._is_dense_cheaper(x.shape[0], self.with_shared[0]):
+            return self.experts._dense(x, topk_idx, topk_w, self.with_shared)  # [N, D], shared expert included
         out = self.experts(x, topk_idx, topk_w)  # [N, D]
         if self.shared_experts is not None:
             out = out + self.shared_experts(x)

@@ -61,6 +61,14 @@ class DeepseekV3ForCausalLM(nn.Module):
         if config.tie_word_embeddings:
             self.lm_head.weight = self.model.embed_tokens.weight
 
+    def fuse_for_inference(self) -> None:
+        """Fewer, larger operations per step for serving (layers' `fuse_for_inference`:
+        MLA's folded projections, one gate|up matmul, the shared expert stacked with the
+        routed ones). Call once the weights are final; the engine's runner does."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "fuse_for_inference"):
+                module.fuse_for_inference()
+
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         batch, seq_len = input_ids.shape

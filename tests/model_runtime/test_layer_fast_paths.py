@@ -89,3 +89,87 @@ def test_a_precomputed_complex_rotation_equals_cos_and_sin() -> None:
         expected = apply_rotary(x.contiguous(), angles.cos(), angles.sin(), is_interleaved=True)
         torch.testing.assert_close(apply_rotary(x, cos, sin, is_interleaved=True), expected, rtol=0, atol=0)
     assert rotation_tables(angles.cos(), angles.sin(), is_interleaved=False)[1] is not None
+
+
+# -- fuse_for_inference: the engine's folded and stacked weights -------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},  # q_lora (Kimi's shape), one shared expert: everything folds and stacks
+        {"q_lora_rank": None},  # q_proj straight from the hidden state (the demo model's shape)
+        {"n_shared_experts": 2},  # shared expert twice the routed size: not stacked
+    ],
+)
+def test_fused_model_computes_what_the_unfused_one_does(tmp_path, overrides: dict) -> None:  # type: ignore[no-untyped-def]
+    from model_runtime import load_model
+    from model_runtime.init_tiny import init_tiny
+
+    path = init_tiny(tmp_path, **overrides)
+    model = load_model(path, dtype=torch.float32, device="cpu")
+    ids = torch.randint(0, 700, (3, 37), generator=torch.Generator().manual_seed(0))  # prefill-sized
+    step = ids[:, :1]  # decode-sized: the MoE's all-experts path
+    expected, expected_step = model(ids), model(step)
+    names = {name: p.shape for name, p in model.named_parameters()}
+    model.fuse_for_inference()
+    attn, moe_layer = model.model.layers[1].self_attn, model.model.layers[1].mlp
+    assert attn.q_folded is not None and attn.o_folded is not None
+    assert (moe_layer.with_shared is not None) == (overrides.get("n_shared_experts", 1) == 1)
+    torch.testing.assert_close(model(ids), expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(model(step), expected_step, rtol=1e-4, atol=1e-5)
+    assert {name: p.shape for name, p in model.named_parameters()} == names  # checkpoints and loaders see the same model
+
+
+def test_folded_output_keeps_o_projs_bias() -> None:
+    from model_runtime.config import ModelConfig
+    from model_runtime.layers.mla import MultiHeadLatentAttention
+    from model_runtime.layers.latent_cache import DenseLatentCache
+    from model_runtime.layers.rope import RotaryEmbedding
+    from model_runtime.testing import tiny_config
+
+    config = ModelConfig.from_dict(tiny_config(attention_bias=True))
+    torch.manual_seed(0)
+    attn = MultiHeadLatentAttention(config, layer_idx=0)
+    for param in attn.parameters():
+        torch.nn.init.normal_(param, std=0.3)
+    x = torch.randn(5, config.hidden_size)  # [N, D]
+    cos, sin = rotation_tables(*RotaryEmbedding(config.rope, config.qk_rope_head_dim)(torch.arange(5), torch.float32), is_interleaved=config.rope.is_interleaved)
+
+    def run() -> torch.Tensor:
+        cache = DenseLatentCache(1)
+        cache.set_batch([0], [5])
+        return attn(x, cos, sin, cache)
+
+    expected = run()
+    attn.fuse_for_inference()
+    assert attn.o_folded is not None and attn.o_proj.bias is not None
+    torch.testing.assert_close(run(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_stacking_moves_weights_instead_of_copying_them(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from model_runtime import load_model
+    from model_runtime.init_tiny import init_tiny
+
+    model = load_model(init_tiny(tmp_path), dtype=torch.float32, device="cpu")
+    moe_layer, dense_mlp = model.model.layers[1].mlp, model.model.layers[0].mlp
+    model.fuse_for_inference()
+    stacked13, stacked2 = moe_layer.with_shared
+    shared = moe_layer.shared_experts
+    for view, stack in [
+        (moe_layer.experts.w13, stacked13), (shared.gate_proj.weight, stacked13), (shared.up_proj.weight, stacked13),
+        (moe_layer.experts.w2, stacked2), (shared.down_proj.weight, stacked2), (dense_mlp.up_proj.weight, dense_mlp.gate_up),
+    ]:  # fmt: skip
+        assert view.untyped_storage().data_ptr() == stack.untyped_storage().data_ptr()
+    with torch.no_grad():  # an in-place update of a parameter is the stack's
+        shared.up_proj.weight.fill_(0.5)
+    assert bool((stacked13[-1, shared.gate_proj.weight.shape[0] :] == 0.5).all())
+
+
+def test_kimi_k2_keeps_its_attention_products_and_tiny_models_fold_them() -> None:
+    from model_runtime.layers.mla import fold_plan
+
+    # q_in, hidden, heads, kv_lora_rank, qk_nope, qk_rope, v_head_dim
+    assert fold_plan(1536, 7168, 64, 512, 128, 64, 128) == (False, False)  # Kimi K2: 2.5x and 3.7x the work
+    assert fold_plan(48, 64, 4, 32, 16, 8, 16) == (True, True)  # init-tiny
+    assert fold_plan(192, 192, 4, 64, 32, 16, 32) == (True, True)  # the demo model
