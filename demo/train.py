@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from demo.abilities import EvalSet, evaluate
 from demo.model import RoutingBalancer, build_model, demo_config, export_checkpoint, save_state, train_logits
 from demo.trajectories import TRAIN_SEED_LIMIT, encode, sample_conversation
-from demo.vocab import build_tokenizer, vocab_size
+from demo.vocab import build_tokenizer
 from model_runtime import load_model
 from model_runtime.tokenizer import KimiTokenizer
 

@@ -14,6 +14,7 @@ import pytest
 from safetensors import safe_open
 
 from demo.run import DEFAULT_CHECKPOINT
+from demo.tasks import MAX_ENTITIES
 from storage.store import TraceStore
 
 needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
@@ -58,3 +59,24 @@ def test_swarm_demo_runs_the_shipped_model_in_both_modes(tmp_path: Path) -> None
         assert model_calls and all(call.output_tokens > 0 for call in model_calls)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("entities", ["0", str(MAX_ENTITIES + 1)])
+def test_swarm_demo_refuses_entity_counts_the_task_family_does_not_have(entities: str) -> None:
+    """The CLI's bound (a literal: the demo package loads late) is the task family's."""
+    from typer.testing import CliRunner
+
+    from swarm.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--entities", entities])
+    assert result.exit_code == 2 and "Invalid value for '--entities'" in result.output, result.output
+
+
+def test_swarm_demo_takes_every_entity_count_the_task_family_has(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from swarm.cli import app
+
+    # Past the option's bounds, it stops at the missing checkpoint: the count was accepted.
+    result = CliRunner().invoke(app, ["demo", "--entities", str(MAX_ENTITIES), "--model", str(tmp_path)])
+    assert "no demo checkpoint" in result.output and "Invalid value" not in result.output, result.output
