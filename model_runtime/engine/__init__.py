@@ -9,6 +9,11 @@ Four parts with one job each, as in nano-vllm:
     runner.py      tensors for a step, the model forward, the sampler
     paged_attention.py  MLA's absorbed attention over the paged latent cache
 
+On CPU in float32 the runner's model is fused for serving (`fuse_for_inference`: folded
+attention projections, stacked experts) and its hottest small operations are C kernels
+built on first use (model_runtime/cpu_kernels.py: decode attention, RMSNorm, rotary,
+the MoE router and experts, argmax), with the torch paths kept where no C compiler is.
+
 Shape legend: N new tokens in a step, S sequences, H heads, C kv_lora_rank,
 R qk_rope_head_dim, L context length, M sampled sequences, V vocabulary.
 """

@@ -121,6 +121,11 @@ class LLMEngine:
         is_stop_token = seq.finish_reason == "stop" and (token in seq.params.stop_token_ids or token in self.eos_token_ids)
         if request.decoder is None or request.stopped_by_string:
             return
+        if not request.is_streamed and not seq.params.stop:  # no one reads the text before the end: decode it once then
+            if seq.is_finished:
+                tokens = seq.output_token_ids
+                request.text = self.tokenizer.decode(tokens[:-1] if is_stop_token else tokens)  # type: ignore[union-attr]
+            return
         num_old_chars = len(request.text)
         if not is_stop_token:
             request.text += request.decoder.push(token)

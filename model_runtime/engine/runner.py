@@ -13,10 +13,13 @@ from dataclasses import dataclass
 
 import torch
 
+from model_runtime import cpu_kernels
+from model_runtime.cpu_kernels import DecodeKernel
 from model_runtime.engine.cuda_graphs import DecodeGraphs, can_capture
 from model_runtime.engine.paged_attention import PagedBatch, PagedLatentAttention, PrefillGroup
 from model_runtime.engine.sampler import Sampler
 from model_runtime.engine.scheduler import ScheduledSeq
+from model_runtime.layers.mla import MultiHeadLatentAttention
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,12 @@ class ModelRunner:
         self.dtype = dtype
         is_graphed = not enforce_eager and can_capture(model, device)
         num_blocks = cache.num_blocks + int(is_graphed)  # graphs' padding rows write the extra block
-        kv_cache = torch.zeros(cache.num_layers, num_blocks, cache.block_size, cache.entry_dim, dtype=dtype, device=device)  # [layers, blocks, B, C + R]
-        self.attention = PagedLatentAttention(kv_cache)
+        kernel = None if is_graphed else _cpu_decode_kernel(model, cache, dtype, device)
+        if kernel is not None:  # its blocks are transposed (engine/paged_attention.py)
+            kv_cache = torch.zeros(cache.num_layers, num_blocks, cache.entry_dim, cache.block_size, dtype=dtype, device=device)  # [layers, blocks, C + R, B]
+        else:
+            kv_cache = torch.zeros(cache.num_layers, num_blocks, cache.block_size, cache.entry_dim, dtype=dtype, device=device)  # [layers, blocks, B, C + R]
+        self.attention = PagedLatentAttention(kv_cache, decode_kernel=kernel)
         self._line: torch.Tensor | None = None  # see _mask_line
         self.sampler = Sampler(device, seed)
         self.graphs = DecodeGraphs(model, self.attention, scratch_block=cache.num_blocks, dtype=dtype, device=device) if is_graphed else None
@@ -94,7 +101,7 @@ class ModelRunner:
                 prefills.append(self._prefill_group(item, token_start))
             if item.is_sampled:
                 logits_indices.append(len(input_ids) - 1)
-        tables, bias = self._decode_context(decode_seqs)
+        tables, bias, lens = self._decode_context(decode_seqs)
         batch = PagedBatch(
             slot_mapping=_long_tensor(slots, self.device),  # [N]
             decode_token_indices=_long_tensor(decode_indices, self.device),  # [S]
@@ -102,6 +109,7 @@ class ModelRunner:
             decode_bias=bias,
             prefills=tuple(prefills),
             is_all_decode=not prefills,
+            decode_lens=lens,
         )
         return _long_tensor(input_ids, self.device), _long_tensor(positions, self.device), batch, logits_indices  # [N], [N]
 
@@ -119,8 +127,9 @@ class ModelRunner:
             self._bias(is_future)[:, None, :],  # [n, 1, L]
         )
 
-    def _decode_context(self, decodes: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Block tables of every decoding sequence, padded, and the bias hiding the padding."""
+    def _decode_context(self, decodes: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block tables of every decoding sequence, padded, the bias hiding the padding,
+        and the context lengths."""
         bs = self.block_size
         lens = [item.start + 1 for item in decodes]
         num_blocks = -(-max(lens, default=0) // bs)
@@ -136,7 +145,7 @@ class ModelRunner:
         # a compare and a fill over [S, L]).
         windows = self._mask_line(width).unfold(0, width, 1)  # [width + 1, L]
         bias = windows.index_select(0, _long_tensor([width - n for n in lens], self.device))  # [S, L]
-        return tables, bias[:, None, :]  # [S, nb], [S, 1, L]
+        return tables, bias[:, None, :], _long_tensor(lens, self.device)  # [S, nb], [S, 1, L], [S]
 
     def _mask_line(self, width: int) -> torch.Tensor:
         """`width` zeros then `width` -infs: [2 * width], a view of one cached line."""
@@ -149,6 +158,16 @@ class ModelRunner:
 
     def _bias(self, is_masked: torch.Tensor) -> torch.Tensor:
         return torch.zeros(is_masked.shape, dtype=self.dtype, device=self.device).masked_fill_(is_masked, float("-inf"))
+
+
+def _cpu_decode_kernel(model: torch.nn.Module, cache: CacheShape, dtype: torch.dtype, device: torch.device) -> DecodeKernel | None:
+    """The C decode kernel for this model's attention shape (float32 on CPU), or None."""
+    if device.type != "cpu" or dtype != torch.float32 or not cpu_kernels.is_enabled():
+        return None
+    attn = next((m for m in model.modules() if isinstance(m, MultiHeadLatentAttention)), None)
+    if attn is None or not cpu_kernels.fits(attn.num_heads, cache.entry_dim, attn.kv_lora_rank, cache.block_size):
+        return None
+    return cpu_kernels.mla_decode(attn.num_heads, cache.entry_dim, attn.kv_lora_rank, cache.block_size)
 
 
 def _long_tensor(values: list[int], device: torch.device) -> torch.Tensor:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
+from model_runtime import cpu_kernels
 from model_runtime.engine.sampling_params import SamplingParams
 
 
@@ -26,13 +27,14 @@ class Sampler:
         else:
             self.generator.seed()
         self._seeded: dict[int, torch.Generator] = {}  # request id -> its own generator
+        self._argmax = cpu_kernels.argmax() if self.device.type == "cpu" else None  # one C call; torch's CPU argmax is slow
 
     def forget(self, request_id: int) -> None:
         self._seeded.pop(request_id, None)
 
     def __call__(self, logits: torch.Tensor, request_ids: Sequence[int], params: Sequence[SamplingParams]) -> list[int]:
         logits = logits.float()  # [M, V]
-        tokens = logits.argmax(dim=-1)  # [M]
+        tokens = self._argmax(logits) if self._argmax is not None and logits.device.type == "cpu" else logits.argmax(dim=-1)  # [M]
         random_rows = [i for i, p in enumerate(params) if not p.is_greedy]
         if random_rows:
             rows = torch.tensor(random_rows, device=logits.device)

@@ -30,12 +30,14 @@ P = qk_nope_head_dim, V = v_head_dim, D = hidden_size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_runtime import cpu_kernels
 from model_runtime.config import ModelConfig
 from model_runtime.layers.norm import RMSNorm
 from model_runtime.layers.rope import apply_rotary, softmax_scale
@@ -86,12 +88,17 @@ class MultiHeadLatentAttention(nn.Module):
         self.o_proj = nn.Linear(heads * self.v_dim, dim, bias=bias)
         self.q_folded: torch.Tensor | None = None  # [H*(C+R), q_lora_rank or D]: see fuse_for_inference
         self.o_folded: torch.Tensor | None = None  # [D, H*C]
+        self.rope_kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
     @torch.no_grad()
     def fuse_for_inference(self) -> None:
         """Folds W_UK into the query projection and W_UV into `o_proj` where `fold_plan`
-        says so (see the module doc). Call once the weights are final (the engine's
-        runner does); training never does."""
+        says so (see the module doc), and on CPU in float32 rotates interleaved pairs in
+        one C call (model_runtime/cpu_kernels.py). Call once the weights are final (the
+        engine's runner does); training never does."""
+        weight = self.kv_b_proj.weight
+        if self.is_interleaved and weight.device.type == "cpu" and weight.dtype == torch.float32:
+            self.rope_kernel = cpu_kernels.rope_pairs()
         heads, latent, nope, rope, v_dim = self.num_heads, self.kv_lora_rank, self.nope_dim, self.rope_dim, self.v_dim
         q_proj = self.q_proj if hasattr(self, "q_proj") else self.q_b_proj
         fold_q, fold_o = fold_plan(q_proj.in_features, self.o_proj.out_features, heads, latent, nope, rope, v_dim)
@@ -125,8 +132,11 @@ class MultiHeadLatentAttention(nn.Module):
         kv = self.kv_a_proj_with_mqa(x)  # [N, C+R]
         kv_latent, k_pe = kv.split([self.kv_lora_rank, self.rope_dim], dim=-1)  # [N, C], [N, R]
         kv_latent = self.kv_a_layernorm(kv_latent)  # [N, C]
-        q_pe = apply_rotary(q_pe, cos, sin, is_interleaved=self.is_interleaved)  # [N, H, R]
-        k_pe = apply_rotary(k_pe, cos, sin, is_interleaved=self.is_interleaved)  # [N, R]
+        if self.rope_kernel is not None and sin is None and not x.requires_grad:  # cos: the complex rotation
+            q_pe, k_pe = self.rope_kernel(q_pe, cos), self.rope_kernel(k_pe, cos)  # [N, H, R], [N, R]
+        else:
+            q_pe = apply_rotary(q_pe, cos, sin, is_interleaved=self.is_interleaved)  # [N, H, R]
+            k_pe = apply_rotary(k_pe, cos, sin, is_interleaved=self.is_interleaved)  # [N, R]
 
         o_latent = attention(self.layer_idx, q_latent, q_pe, kv_latent, k_pe, self.softmax_scale)  # [N, H, C]
         if self.o_folded is not None:

@@ -26,15 +26,20 @@ hidden, E experts, K experts per token, I moe_intermediate_size, M padded rows p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from model_runtime import cpu_kernels
 from model_runtime.config import ModelConfig
 from model_runtime.layers.mlp import SwiGLU
 
 GROUPED_SMALL_ROWS = 8  # padded rows per expert below which launches, not FLOPs, dominate
 GROUPED_MAX_ROWS = 256  # padded rows per expert above which the per-expert loop is faster
+SPARSE_MAX_TOKENS = 256  # steps up to this many tokens use the CPU experts kernel when fused; larger ones the matmul paths
+SPARSE_MAX_WEIGHTS = 1 << 22  # routed experts' weights up to this many values get the kernel's transposed copies
 DENSE_MAX_MACS = 1 << 22  # every token through every expert: below this, cheaper than sorting (~100 us of ops on one core)
 
 
@@ -46,8 +51,19 @@ class TopkRouter(nn.Module):
         num_experts = config.n_routed_experts
         self.weight = nn.Parameter(torch.empty(num_experts, config.hidden_size, dtype=torch.float32))
         self.register_buffer("e_score_correction_bias", torch.zeros(num_experts, dtype=torch.float32))
+        self.kernel: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None  # see fuse_for_inference
+
+    def fuse_for_inference(self) -> None:
+        """On CPU, without group limits, the selection in one C call (model_runtime/cpu_kernels.py)
+        where a C compiler builds it. Serving only."""
+        is_cpu_float = self.weight.device.type == "cpu" and self.weight.dtype == self.e_score_correction_bias.dtype == torch.float32
+        if is_cpu_float and self.topk_group >= self.n_group and self.weight.shape[0] <= cpu_kernels.MAX_ROUTED_EXPERTS:
+            self.kernel = cpu_kernels.route()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.kernel is not None and x.device.type == "cpu" and not x.requires_grad:
+            logits = F.linear(x.float(), self.weight)  # [N, E]
+            return self.kernel(logits, self.e_score_correction_bias, self.top_k, self.norm_topk_prob, self.scaling)
         scores = F.linear(x.float(), self.weight.float()).sigmoid()  # [N, E]
         biased = scores + self.e_score_correction_bias.float()  # [N, E]
         if self.topk_group < self.n_group:
@@ -67,6 +83,7 @@ class RoutedExperts(nn.Module):
     """Base of expert storage: subclasses say how to get expert e's weights."""
 
     num_experts: int
+    holds_all_experts = True  # False: an expert-parallel shard (parallel/sharding.py)
 
     def expert_weights(self, expert: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Expert `expert`'s fused gate|up weight `[2I, D]` and down weight `[D, I]`."""
@@ -197,14 +214,21 @@ class MoE(nn.Module):
             else None
         )
         self.with_shared: tuple[torch.Tensor, torch.Tensor] | None = None  # see fuse_for_inference
+        self.sparse: tuple[torch.Tensor, torch.Tensor] | None = None  # [E', D, 2I], [E', I, D]: see _fuse_sparse_kernel
+        self.sparse_kernel: Callable[..., torch.Tensor] | None = None
 
     @torch.no_grad()
     def fuse_for_inference(self) -> None:
-        """Stacks the shared expert after the routed ones (`[E+1, 2I, D]`, `[E+1, D, I]`),
-        so the all-experts path of a small step computes it in the same two matmuls. The
-        routed and shared weights become views of the stack: no extra memory. Only for
-        dense experts stacked in one dtype, a shared expert of the routed experts' size,
-        and experts small enough for that path (`DENSE_MAX_MACS`)."""
+        """For serving (the engine's runner calls it once the weights are final):
+        - on CPU in float32, small experts: the C kernel that runs each token of a small
+          step through its own experts only (`_fuse_sparse_kernel`);
+        - dense experts: the shared expert stacked after the routed ones (`[E+1, 2I, D]`,
+          `[E+1, D, I]`), so the all-experts path of a small step computes it in the same
+          two matmuls. The routed and shared weights become views of the stack: no extra
+          memory. Only for dense experts stacked in one dtype, a shared expert of the
+          routed experts' size, and experts small enough for that path (`DENSE_MAX_MACS`)."""
+        if self.sparse_kernel is None:
+            self._fuse_sparse_kernel()
         experts, shared = self.experts, self.shared_experts
         if shared is None or type(experts) is not DenseExperts or self.with_shared is not None:
             return
@@ -224,8 +248,35 @@ class MoE(nn.Module):
         shared.down_proj.weight.data = stacked2[num]
         self.with_shared = (stacked13, stacked2)
 
+    def _fuse_sparse_kernel(self) -> None:
+        """On CPU in float32, for small routed experts (`SPARSE_MAX_WEIGHTS`) with a shared
+        expert of their size or none: the C kernel (model_runtime/cpu_kernels.py) over
+        transposed copies of the (dequantized) routed and shared weights, for steps of up
+        to `SPARSE_MAX_TOKENS` tokens."""
+        stacked = self.experts.stacked_weights(torch.float32)
+        if not self.experts.holds_all_experts:
+            return  # an expert-parallel shard: its forward picks its own pairs
+        if stacked is None or stacked[0].device.type != "cpu" or stacked[0].numel() * 3 // 2 > SPARSE_MAX_WEIGHTS:
+            return
+        if stacked[1].shape[2] > cpu_kernels.MAX_EXPERT_HIDDEN:
+            return
+        w13, w2 = stacked  # [E, 2I, D], [E, D, I]
+        shared = self.shared_experts
+        if shared is not None:
+            gate, up, down = shared.gate_proj.weight, shared.up_proj.weight, shared.down_proj.weight
+            if gate.dtype != torch.float32 or gate.shape[0] * 2 != w13.shape[1]:
+                return
+            w13 = torch.cat([w13, torch.cat([gate, up])[None]])  # [E+1, 2I, D]
+            w2 = torch.cat([w2, down[None]])  # [E+1, D, I]
+        kernel = cpu_kernels.moe_experts()
+        if kernel is not None:
+            self.sparse = (w13.transpose(1, 2).contiguous(), w2.transpose(1, 2).contiguous())  # [E', D, 2I], [E', I, D]
+            self.sparse_kernel = kernel
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         topk_idx, topk_w = self.gate(x)  # [N, K], [N, K]
+        if self.sparse_kernel is not None and x.shape[0] <= SPARSE_MAX_TOKENS and x.device.type == "cpu" and not x.requires_grad:
+            return self.sparse_kernel(x, topk_idx, topk_w, *self.sparse, self.experts.num_experts)  # [N, D], shared expert included
         if self.with_shared is not None and RoutedExperts._is_dense_cheaper(x.shape[0], self.with_shared[0]):
             return self.experts._dense(x, topk_idx, topk_w, self.with_shared)  # [N, D], shared expert included
         out = self.experts(x, topk_idx, topk_w)  # [N, D]

@@ -64,7 +64,9 @@ class DeepseekV3ForCausalLM(nn.Module):
     def fuse_for_inference(self) -> None:
         """Fewer, larger operations per step for serving (layers' `fuse_for_inference`:
         MLA's folded projections, one gate|up matmul, the shared expert stacked with the
-        routed ones). Call once the weights are final; the engine's runner does."""
+        routed ones; on CPU in float32 the C kernels of model_runtime/cpu_kernels.py).
+        Call once the weights are final and on their device; the engine's runner does.
+        Training never does (the kernels have no backward)."""
         for module in self.modules():
             if module is not self and hasattr(module, "fuse_for_inference"):
                 module.fuse_for_inference()

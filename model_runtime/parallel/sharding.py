@@ -102,6 +102,7 @@ class _ExpertShard:
 
     first_expert: int = 0
     num_experts: int
+    holds_all_experts = False
 
     def forward(self, x: torch.Tensor, topk_idx: torch.Tensor, topk_w: torch.Tensor) -> torch.Tensor:
         local = topk_idx - self.first_expert  # [N, K]

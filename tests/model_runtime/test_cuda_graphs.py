@@ -70,7 +70,8 @@ def test_cpu_runner_has_no_graphs(checkpoint: Path):
         assert llm.engine.runner.graphs is None
 
 
-def test_padded_static_decode_equals_eager_decode_on_cpu(checkpoint: Path):
+def test_padded_static_decode_equals_eager_decode_on_cpu(checkpoint: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MOE_SWARM_CPU_KERNELS", "0")  # the torch attention and its cache layout, as on CUDA
     model = load_model(checkpoint, dtype=torch.float32)
     config = EngineConfig(block_size=4, num_kv_blocks=64)
     with LLM.from_model(model, None, config) as llm:
