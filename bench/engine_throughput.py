@@ -3,7 +3,8 @@
 32 concurrent requests of mixed prompt and output lengths on the same tiny random
 checkpoint (init-tiny), float32: (1) transformers `generate`, one prompt at a time;
 (2) transformers `generate`, all prompts in one left-padded batch; (3) our engine,
-all requests submitted at once. Greedy, EOS ignored, so every run makes the same
+all requests submitted at once; on CPU also (4) our engine without its C kernels
+(model_runtime/cpu_kernels.py), its torch paths only. Greedy, EOS ignored, so every run makes the same
 number of tokens. Each measurement is the best of `--repeats` interleaved runs (the
 machine may be shared). Prints the figures and the ratios.
 
@@ -13,15 +14,19 @@ machine may be shared). Prints the figures and the ratios.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.model_runtime.oracle
 
+from model_runtime import cpu_kernels
 from model_runtime.engine.llm import LLM, EngineConfig
 from model_runtime.engine.sampling_params import SamplingParams
 from model_runtime.init_tiny import init_tiny
@@ -61,6 +66,20 @@ def engine(llm: LLM, prompts, output_lens) -> float:
     return time.perf_counter() - start
 
 
+@contextlib.contextmanager
+def torch_paths_only() -> Iterator[None]:
+    """Engines built inside use no C kernels (model_runtime/cpu_kernels.py)."""
+    saved = os.environ.get(cpu_kernels.ENV_SWITCH)
+    os.environ[cpu_kernels.ENV_SWITCH] = "0"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[cpu_kernels.ENV_SWITCH]
+        else:
+            os.environ[cpu_kernels.ENV_SWITCH] = saved
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -81,19 +100,24 @@ def main() -> None:
         hf = reference_model(path).to(args.device)
         config = EngineConfig(block_size=16, num_kv_blocks=4096, max_num_seqs=args.num_requests, max_num_batched_tokens=4096,
                               cpu_threads=args.engine_threads)  # fmt: skip
-        with LLM(path, dtype=torch.float32, device=args.device, config=config) as llm:
-            engine(llm, prompts[:2], [2, 2])  # warm-up
+        with contextlib.ExitStack() as stack:
+            engines = {"moe-swarm engine": stack.enter_context(LLM(path, dtype=torch.float32, device=args.device, config=config))}
+            if args.device == "cpu":  # the same engine without its C kernels (MOE_SWARM_CPU_KERNELS=0)
+                with torch_paths_only():
+                    engines["moe-swarm engine, torch paths only"] = stack.enter_context(LLM(path, dtype=torch.float32, device=args.device, config=config))
+            for each in engines.values():
+                engine(each, prompts[:2], [2, 2])  # warm-up
             hf_batched(hf, prompts[:2], [2, 2], args.device)
             results: dict[str, float] = {}
             if not args.skip_one_at_a_time:
                 results["transformers generate, one at a time"] = hf_one_at_a_time(hf, prompts, output_lens, args.device)  # slow: once
-            batched, ours = [], []
+            times: dict[str, list[float]] = {"transformers generate, batched": [], **{name: [] for name in engines}}
             for _ in range(args.repeats):
-                batched.append(hf_batched(hf, prompts, output_lens, args.device))
-                llm.reset_prefix_cache()  # no run reuses the previous run's prompts
-                ours.append(engine(llm, prompts, output_lens))
-            results["transformers generate, batched"] = min(batched)
-            results["moe-swarm engine"] = min(ours)
+                times["transformers generate, batched"].append(hf_batched(hf, prompts, output_lens, args.device))
+                for name, each in engines.items():
+                    each.reset_prefix_cache()  # no run reuses the previous run's prompts
+                    times[name].append(engine(each, prompts, output_lens))
+            results.update((name, min(values)) for name, values in times.items())
     print(f"{args.num_requests} requests, {num_tokens} output tokens, prompts {min(map(len, prompts))}-{max(map(len, prompts))} tokens, device {args.device}, {torch.get_num_threads()} CPU threads"
           + (f" ({args.engine_threads} for the engine)" if args.engine_threads else ""))
     ours = num_tokens / results["moe-swarm engine"]
