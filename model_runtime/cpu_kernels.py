@@ -268,8 +268,11 @@ def _build(source: Path, defines: tuple[str, ...]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
-        result = subprocess.run([compiler, *FLAGS, *defines, str(source), "-o", str(built), "-lm"], capture_output=True, text=True, timeout=120)
-        if result.returncode != 0:
+        for flags in (FLAGS, tuple(f for f in FLAGS if f != "-march=native")):  # a compiler without -march=native: generic code
+            result = subprocess.run([compiler, *flags, *defines, str(source), "-o", str(built), "-lm"], capture_output=True, text=True, timeout=120)
+            if result.returncode == 0:
+                break
+        else:
             raise RuntimeError(f"{compiler} failed: {result.stderr.strip()[:500]}")
         os.replace(built, target)
     return target
