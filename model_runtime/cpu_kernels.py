@@ -54,8 +54,7 @@ CSRC = Path(__file__).resolve().parent / "csrc"
 FLAGS = ("-O3", "-ffast-math", "-march=native", "-fPIC", "-shared")
 ENV_SWITCH = "MOE_SWARM_CPU_KERNELS"
 BLOCK_SIZES = (4, 8, 16, 32, 64)  # a block row is one vector: a power of two floats
-MAX_ROUTED_EXPERTS = 4096  # the router kernel's per-row arrays
-MAX_ACCUMULATOR_FLOATS = 1 << 15  # heads x latent x block: the decode kernel's accumulators live on the stack (128 KiB)
+MAX_ACCUMULATOR_FLOATS = 1 << 13  # heads x latent x block: the decode kernel's accumulators live on the stack (32 KiB; musl threads get 128 KiB)
 
 DecodeKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, float], torch.Tensor]
 
@@ -158,16 +157,17 @@ def route() -> Callable[[torch.Tensor, torch.Tensor, int, bool, float], tuple[to
         return None
     function = library.moe_swarm_route
     function.restype = None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p]
+    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float] + [ctypes.c_void_p] * 3
 
     def select(logits: torch.Tensor, bias: torch.Tensor, k: int, normalize: bool, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
         rows, experts = logits.shape
-        assert experts <= MAX_ROUTED_EXPERTS and k <= experts and logits.dtype == bias.dtype == torch.float32
+        assert k <= experts and logits.dtype == bias.dtype == torch.float32
         logits, bias = logits.contiguous(), bias.contiguous()
         idx = torch.empty(rows, k, dtype=torch.int64)
         weights = torch.empty(rows, k, dtype=torch.float32)
         if rows:
-            function(logits.data_ptr(), rows, experts, bias.data_ptr(), k, int(normalize), scaling, idx.data_ptr(), weights.data_ptr())
+            scratch = torch.empty(2 * experts, dtype=torch.float32)  # scores, biased scores
+            function(logits.data_ptr(), rows, experts, bias.data_ptr(), k, int(normalize), scaling, idx.data_ptr(), weights.data_ptr(), scratch.data_ptr())
         return idx, weights
 
     return select
@@ -197,9 +197,6 @@ def rope_pairs() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
     return rotate
 
 
-MAX_EXPERT_HIDDEN = 8192  # the experts kernel's per-token arrays
-
-
 def moe_experts() -> Callable[..., torch.Tensor] | None:
     """`moe_experts(x [N, D], idx [N, K], weights [N, K], w13t [E', D, 2I], w2t [E', I, D],
     num_routed) -> [N, D]`: each token through its K routed experts and the shared ones
@@ -210,19 +207,20 @@ def moe_experts() -> Callable[..., torch.Tensor] | None:
     function = library.moe_swarm_moe
     function.restype = None
     function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]  # fmt: skip
+                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]  # fmt: skip
 
     def experts(x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, w13t: torch.Tensor, w2t: torch.Tensor, num_routed: int) -> torch.Tensor:
         tokens, dim = x.shape
         hidden = w2t.shape[1]
-        assert w13t.shape[1:] == (dim, 2 * hidden) and w2t.shape[2] == dim and hidden <= MAX_EXPERT_HIDDEN
+        assert w13t.shape[1:] == (dim, 2 * hidden) and w2t.shape[2] == dim
         assert x.dtype == weights.dtype == w13t.dtype == w2t.dtype == torch.float32 and idx.dtype == torch.int64
         assert w13t.is_contiguous() and w2t.is_contiguous()
         x, idx, weights = x.contiguous(), idx.contiguous(), weights.contiguous()
         out = torch.empty(tokens, dim, dtype=torch.float32)
         if tokens:
+            scratch = torch.empty(3 * hidden, dtype=torch.float32)  # gate|up, activation
             function(x.data_ptr(), tokens, dim, hidden, idx.data_ptr(), weights.data_ptr(), idx.shape[1],
-                     w13t.data_ptr(), w2t.data_ptr(), num_routed, w13t.shape[0] - num_routed, out.data_ptr())  # fmt: skip
+                     w13t.data_ptr(), w2t.data_ptr(), num_routed, w13t.shape[0] - num_routed, out.data_ptr(), scratch.data_ptr())  # fmt: skip
         return out
 
     return experts

@@ -36,10 +36,10 @@ void moe_swarm_argmax(const float *restrict x, int64_t rows, int64_t cols, int64
 /* MoE routing without group limits (DeepSeek-V3's noaux_tc with one group): per row,
  * sigmoid scores; the top k of score + bias (the bias picks, it does not weigh), in
  * descending order, the first of equal ones first; their unbiased scores, renormalised
- * when `normalize`, times `scaling`. Experts at most 4096. */
+ * when `normalize`, times `scaling`. */
 void moe_swarm_route(const float *restrict logits, int64_t rows, int64_t experts, const float *restrict bias, int64_t k,
-                     int normalize, float scaling, int64_t *restrict idx, float *restrict weights) {
-    float scores[4096], biased[4096];
+                     int normalize, float scaling, int64_t *restrict idx, float *restrict weights, float *restrict scratch) {
+    float *scores = scratch, *biased = scratch + experts; /* scratch: 2 * experts floats */
     for (int64_t r = 0; r < rows; r++) {
         const float *lr = logits + r * experts;
         for (int64_t e = 0; e < experts; e++) {
@@ -91,12 +91,11 @@ void moe_swarm_rope_pairs(const float *restrict x, int64_t tokens, int64_t heads
  *     out[n] = sum_j w_j * down_e(silu(gate_e(x[n])) * up_e(x[n]))
  * with every expert's weights stored transposed so that both products are vector
  * multiply-adds along contiguous rows: w13t [E', D, 2I] (gate then up), w2t [E', I, D];
- * experts num_routed .. num_routed + num_shared - 1 are the shared ones. Hidden width at
- * most 8192. */
+ * experts num_routed .. num_routed + num_shared - 1 are the shared ones. */
 void moe_swarm_moe(const float *restrict x, int64_t tokens, int64_t dim, int64_t hidden, const int64_t *restrict idx,
                    const float *restrict weights, int64_t k, const float *restrict w13t, const float *restrict w2t,
-                   int64_t num_routed, int64_t num_shared, float *restrict out) {
-    float gate_up[2 * 8192], act[8192];
+                   int64_t num_routed, int64_t num_shared, float *restrict out, float *restrict scratch) {
+    float *gate_up = scratch, *act = scratch + 2 * hidden; /* scratch: 3 * hidden floats */
     const int64_t width = 2 * hidden;
     for (int64_t n = 0; n < tokens; n++) {
         const float *xn = x + n * dim;

@@ -57,7 +57,7 @@ class TopkRouter(nn.Module):
         """On CPU, without group limits, the selection in one C call (model_runtime/cpu_kernels.py)
         where a C compiler builds it. Serving only."""
         is_cpu_float = self.weight.device.type == "cpu" and self.weight.dtype == self.e_score_correction_bias.dtype == torch.float32
-        if is_cpu_float and self.topk_group >= self.n_group and self.weight.shape[0] <= cpu_kernels.MAX_ROUTED_EXPERTS:
+        if is_cpu_float and self.topk_group >= self.n_group:
             self.kernel = cpu_kernels.route()
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -257,8 +257,6 @@ class MoE(nn.Module):
         if not self.experts.holds_all_experts:
             return  # an expert-parallel shard: its forward picks its own pairs
         if stacked is None or stacked[0].device.type != "cpu" or stacked[0].numel() * 3 // 2 > SPARSE_MAX_WEIGHTS:
-            return
-        if stacked[1].shape[2] > cpu_kernels.MAX_EXPERT_HIDDEN:
             return
         w13, w2 = stacked  # [E, 2I, D], [E, D, I]
         shared = self.shared_experts
