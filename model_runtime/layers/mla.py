@@ -102,15 +102,14 @@ class MultiHeadLatentAttention(nn.Module):
         heads, latent, nope, rope, v_dim = self.num_heads, self.kv_lora_rank, self.nope_dim, self.rope_dim, self.v_dim
         q_proj = self.q_proj if hasattr(self, "q_proj") else self.q_b_proj
         fold_q, fold_o = fold_plan(q_proj.in_features, self.o_proj.out_features, heads, latent, nope, rope, v_dim)
-        w_kv = self.kv_b_proj.weight.double().view(heads, nope + v_dim, latent)
-        w_uk, w_uv = w_kv.split([nope, v_dim], dim=1)  # [H, P, C], [H, V, C]
+        w_uk, w_uv = self._w_kv()  # [H, P, C], [H, V, C]
         if fold_q:
             w_nope, w_pe = q_proj.weight.double().view(heads, nope + rope, -1).split([nope, rope], dim=1)  # [H, P, Q], [H, R, Q]
-            w_latent = torch.bmm(w_uk.transpose(1, 2), w_nope)  # [H, C, Q]: q_nope @ W_UK, per head
+            w_latent = torch.bmm(w_uk.double().transpose(1, 2), w_nope)  # [H, C, Q]: q_nope @ W_UK, per head
             self.q_folded = torch.cat([w_latent, w_pe], dim=1).reshape(heads * (latent + rope), -1).to(q_proj.weight.dtype)  # [H*(C+R), Q]
         if fold_o:
             w_o = self.o_proj.weight.double().view(-1, heads, v_dim)  # [D, H, V]
-            folded = torch.bmm(w_o.transpose(0, 1), w_uv).transpose(0, 1)  # [D, H, C]: o_proj after W_UV
+            folded = torch.bmm(w_o.transpose(0, 1), w_uv.double()).transpose(0, 1)  # [D, H, C]: o_proj after W_UV
             self.o_folded = folded.reshape(w_o.shape[0], heads * latent).to(self.o_proj.weight.dtype)  # [D, H*C]
 
     def forward(

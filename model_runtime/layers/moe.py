@@ -253,19 +253,19 @@ class MoE(nn.Module):
         expert of their size or none: the C kernel (model_runtime/cpu_kernels.py) over
         transposed copies of the (dequantized) routed and shared weights, for steps of up
         to `SPARSE_MAX_TOKENS` tokens."""
-        stacked = self.experts.stacked_weights(torch.float32)
         if not self.experts.holds_all_experts:
             return  # an expert-parallel shard: its forward picks its own pairs
+        stacked = self.experts.stacked_weights(torch.float32)  # INT4: dequantized once, kept by the storage
         if stacked is None or stacked[0].device.type != "cpu" or stacked[0].numel() * 3 // 2 > SPARSE_MAX_WEIGHTS:
             return
         w13, w2 = stacked  # [E, 2I, D], [E, D, I]
         shared = self.shared_experts
         if shared is not None:
-            gate, up, down = shared.gate_proj.weight, shared.up_proj.weight, shared.down_proj.weight
-            if gate.dtype != torch.float32 or gate.shape[0] * 2 != w13.shape[1]:
+            shared.fuse_for_inference()  # its gate|up in one [2I, D] tensor
+            if shared.gate_up is None or shared.gate_up.dtype != torch.float32 or shared.gate_up.shape != w13.shape[1:]:
                 return
-            w13 = torch.cat([w13, torch.cat([gate, up])[None]])  # [E+1, 2I, D]
-            w2 = torch.cat([w2, down[None]])  # [E+1, D, I]
+            w13 = torch.cat([w13, shared.gate_up[None]])  # [E+1, 2I, D]
+            w2 = torch.cat([w2, shared.down_proj.weight[None]])  # [E+1, D, I]
         kernel = cpu_kernels.moe_experts()
         if kernel is not None:
             self.sparse = (w13.transpose(1, 2).contiguous(), w2.transpose(1, 2).contiguous())  # [E', D, 2I], [E', I, D]
