@@ -45,6 +45,7 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -87,9 +88,7 @@ def mla_decode(num_heads: int, dim: int, latent: int, block_size: int) -> Decode
 
 
 def _decode_kernel(library: ctypes.CDLL, num_heads: int, dim: int, latent: int, block_size: int) -> DecodeKernel:
-    function = library.moe_swarm_mla_decode
-    function.restype = None
-    function.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p]
+    function = _declare(library, "moe_swarm_mla_decode", [ctypes.c_void_p] * 4 + [ctypes.c_int64, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p, ctypes.c_void_p])
 
     def decode(q: torch.Tensor, blocks: torch.Tensor, tables: torch.Tensor, lens: torch.Tensor, softmax_scale: float) -> torch.Tensor:
         """q `[S, H, D]`, blocks `[num_blocks, D * B]` (one layer, each block `[D, B]`),
@@ -113,12 +112,9 @@ def _decode_kernel(library: ctypes.CDLL, num_heads: int, dim: int, latent: int, 
 def rms_norm() -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | None:
     """`rms_norm(x [..., D], weight [D], eps)` in one call (float32, rows of x may be
     strided), or None where kernels are unavailable."""
-    library = _library("cpu_ops.c")
-    if library is None:
+    function = _cpu_op("moe_swarm_rms_norm", [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p])
+    if function is None:
         return None
-    function = library.moe_swarm_rms_norm
-    function.restype = None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p]
 
     def norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         shape, dim = x.shape, x.shape[-1]
@@ -132,12 +128,9 @@ def rms_norm() -> Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] | 
 
 def argmax() -> Callable[[torch.Tensor], torch.Tensor] | None:
     """`argmax(logits [M, V])` over the last dim (float32, contiguous), or None."""
-    library = _library("cpu_ops.c")
-    if library is None:
+    function = _cpu_op("moe_swarm_argmax", [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p])
+    if function is None:
         return None
-    function = library.moe_swarm_argmax
-    function.restype = None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
 
     def best(logits: torch.Tensor) -> torch.Tensor:
         logits = logits.contiguous()
@@ -152,12 +145,9 @@ def argmax() -> Callable[[torch.Tensor], torch.Tensor] | None:
 def route() -> Callable[[torch.Tensor, torch.Tensor, int, bool, float], tuple[torch.Tensor, torch.Tensor]] | None:
     """`route(logits [N, E], bias [E], k, normalize, scaling) -> (idx [N, k], weights [N, k])`:
     layers/moe.py's `TopkRouter` without group limits, in one call (float32), or None."""
-    library = _library("cpu_ops.c")
-    if library is None:
+    function = _cpu_op("moe_swarm_route", [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float] + [ctypes.c_void_p] * 3)
+    if function is None:
         return None
-    function = library.moe_swarm_route
-    function.restype = None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int, ctypes.c_float] + [ctypes.c_void_p] * 3
 
     def select(logits: torch.Tensor, bias: torch.Tensor, k: int, normalize: bool, scaling: float) -> tuple[torch.Tensor, torch.Tensor]:
         rows, experts = logits.shape
@@ -177,12 +167,9 @@ def rope_pairs() -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
     """`rope_pairs(x [N, H, R] or [N, R], rotation [N, R/2] complex) -> [N, (H,) R]`:
     layers/rope.py's rotation of interleaved pairs, written de-interleaved, in one call
     (float32; x's rows may be strided), or None."""
-    library = _library("cpu_ops.c")
-    if library is None:
+    function = _cpu_op("moe_swarm_rope_pairs", [ctypes.c_void_p] + [ctypes.c_int64] * 5 + [ctypes.c_void_p, ctypes.c_void_p])
+    if function is None:
         return None
-    function = library.moe_swarm_rope_pairs
-    function.restype = None
-    function.argtypes = [ctypes.c_void_p] + [ctypes.c_int64] * 5 + [ctypes.c_void_p, ctypes.c_void_p]
 
     def rotate(x: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
         rows = x if x.dim() == 3 else x[:, None, :]  # [N, H, R]
@@ -201,13 +188,10 @@ def moe_experts() -> Callable[..., torch.Tensor] | None:
     """`moe_experts(x [N, D], idx [N, K], weights [N, K], w13t [E', D, 2I], w2t [E', I, D],
     num_routed) -> [N, D]`: each token through its K routed experts and the shared ones
     (`E' - num_routed` of them, weight 1) only, weights transposed (float32), or None."""
-    library = _library("cpu_ops.c")
-    if library is None:
+    pointer, count = ctypes.c_void_p, ctypes.c_int64
+    function = _cpu_op("moe_swarm_moe", [pointer, count, count, count, pointer, pointer, count, pointer, pointer, count, count, pointer, pointer])
+    if function is None:
         return None
-    function = library.moe_swarm_moe
-    function.restype = None
-    function.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
-                         ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p]  # fmt: skip
 
     def experts(x: torch.Tensor, idx: torch.Tensor, weights: torch.Tensor, w13t: torch.Tensor, w2t: torch.Tensor, num_routed: int) -> torch.Tensor:
         tokens, dim = x.shape
@@ -227,6 +211,21 @@ def moe_experts() -> Callable[..., torch.Tensor] | None:
 
 
 # -- building ------------------------------------------------------------------------------
+
+
+def _cpu_op(name: str, argtypes: list[Any]) -> Any:
+    """Function `name` of csrc/cpu_ops.c, its argument types declared, or None where the
+    kernels are off or cannot be built."""
+    library = _library("cpu_ops.c")
+    return None if library is None else _declare(library, name, argtypes)
+
+
+def _declare(library: ctypes.CDLL, name: str, argtypes: list[Any]) -> Any:
+    """`library.name` returning void, taking `argtypes` (ctypes converts and checks the arguments)."""
+    function = getattr(library, name)
+    function.restype = None
+    function.argtypes = argtypes
+    return function
 
 
 def _library(source: str, defines: tuple[str, ...] = ()) -> ctypes.CDLL | None:
