@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +31,12 @@ import anyio
 
 from tools.background import BackgroundLoop
 from tools.base import RefusedError, ToolError, cap_text
-from tools.browser_proxy import AllowlistProxy
+from tools.browser_proxy import REFUSED_MARKER, AllowlistProxy
 from tools.origins import OriginAllowlist
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser as Chromium
+    from playwright.async_api import BrowserContext
     from playwright.async_api import Page, Playwright
 
 CHROMIUM_FLAGS = (
@@ -81,18 +82,80 @@ def _find_chromium() -> Path:
     raise ToolError("no Chromium found on PATH (install Debian's `chromium`)")
 
 
+async def open_context(
+    stack: AsyncExitStack, chromium: Chromium, background: BackgroundLoop, allowlist: OriginAllowlist,
+    config: BrowserConfig, on_refused: Callable[[str], None],
+) -> BrowserContext:  # fmt: skip
+    """A new browser context whose traffic all goes through its own `AllowlistProxy`; both
+    are closed by `stack`."""
+    # The proxy's task group lives on the background loop, not in the caller's scopes.
+    proxy, handle = await background.enter(AllowlistProxy(allowlist, on_refused=on_refused))
+    stack.push_async_callback(background.exit, handle)
+    context = await chromium.new_context(
+        proxy={"server": proxy.url, "bypass": "<-loopback>"},
+        accept_downloads=False,
+        service_workers="block",
+    )
+    stack.push_async_callback(context.close)
+    context.set_default_timeout(config.action_timeout_s * 1000)
+    context.set_default_navigation_timeout(config.navigation_timeout_s * 1000)
+    return context
+
+
+class SharedContext:
+    """One browser context, and its allowlist proxy, for several agents' `Browser`s, each with
+    its own page in it (`Browser(..., shared=...)`).
+
+    Chromium pays far more for a context than for a page: 16 agents opening a context each
+    at once took ~9 s on 2 cores, 16 pages of one context ~2.5 s (bench/browser_contexts.py).
+    The price is isolation: the agents share cookies, storage and cache. For sites where
+    that cannot matter (the demo's read-only fixture web); `BrowserKit` gives each agent its
+    own context unless built with `share_context=True`. Each `Browser` still reports only its
+    own page's refusals.
+    """
+
+    def __init__(self, allowed_origins: Iterable[str], *, chromium: Chromium, background: BackgroundLoop,
+                 config: BrowserConfig | None = None) -> None:  # fmt: skip
+        self.allowlist = OriginAllowlist(allowed_origins)
+        self.config = config or BrowserConfig()
+        self._chromium, self._background = chromium, background
+        self._stack = AsyncExitStack()
+        self._context: BrowserContext | None = None
+
+    @property
+    def context(self) -> BrowserContext:
+        if self._context is None:
+            raise RuntimeError("SharedContext used outside `async with`")
+        return self._context
+
+    async def __aenter__(self) -> SharedContext:
+        async with AsyncExitStack() as stack:
+            self._context = await open_context(stack, self._chromium, self._background, self.allowlist, self.config, lambda url: None)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+        self._context = None
+
+
 class Browser:
     """One agent's browser context and page, limited to `allowed_origins`."""
 
     def __init__(
         self, allowed_origins: Iterable[str], *, chromium: Chromium | None = None,
         config: BrowserConfig | None = None, background: BackgroundLoop | None = None,
+        shared: SharedContext | None = None,
     ) -> None:  # fmt: skip
-        """`chromium` and `background` are shared run-wide by a kit; without them it starts its own."""
+        """`chromium` and `background` are shared run-wide by a kit; without them it starts its own.
+        With `shared`, this Browser opens only its own page, in that context (see `SharedContext`)."""
         self.allowlist = OriginAllowlist(allowed_origins)
         self.config = config or BrowserConfig()
         self._chromium = chromium
         self._background = background
+        self._shared = shared
         self._stack = AsyncExitStack()
         self._page: Page | None = None
         self._refs: set[str] = set()
@@ -102,30 +165,26 @@ class Browser:
 
     async def __aenter__(self) -> Browser:
         async with AsyncExitStack() as stack:
-            chromium = self._chromium
-            if chromium is None:
-                from playwright.async_api import async_playwright
+            if self._shared is not None:
+                # The context is others' too: refusals are told apart by this page's own events.
+                self._page = await self._shared.context.new_page()
+                stack.push_async_callback(self._page.close)
+                self._page.on("response", self._on_response)
+                self._page.on("requestfailed", self._on_request_failed)
+            else:
+                chromium = self._chromium
+                if chromium is None:
+                    from playwright.async_api import async_playwright
 
-                playwright = await stack.enter_async_context(async_playwright())
-                chromium = await launch_chromium(playwright, self.config)
-                stack.push_async_callback(chromium.close)
-            background = self._background
-            if background is None:
-                background = await stack.enter_async_context(BackgroundLoop())
-            # The proxy's task group lives on the background loop, not in the caller's scopes.
-            proxy, handle = await background.enter(AllowlistProxy(self.allowlist, on_refused=self._refused.append))
-            stack.push_async_callback(background.exit, handle)
-            context = await chromium.new_context(
-                proxy={"server": proxy.url, "bypass": "<-loopback>"},
-                accept_downloads=False,
-                service_workers="block",
-            )
-            stack.push_async_callback(context.close)
-            context.set_default_timeout(self.config.action_timeout_s * 1000)
-            context.set_default_navigation_timeout(self.config.navigation_timeout_s * 1000)
-            self._page = await context.new_page()
-            context.on("page", self._on_new_page)
-            self._page.on("download", lambda download: self._downloads.append(download.url))
+                    playwright = await stack.enter_async_context(async_playwright())
+                    chromium = await launch_chromium(playwright, self.config)
+                    stack.push_async_callback(chromium.close)
+                background = self._background
+                if background is None:
+                    background = await stack.enter_async_context(BackgroundLoop())
+                context = await open_context(stack, chromium, background, self.allowlist, self.config, self._refused.append)
+                self._page = await context.new_page()
+            self._watch(self._page)
             self._stack = stack.pop_all()
         return self
 
@@ -134,10 +193,26 @@ class Browser:
     ) -> None:
         await self._stack.aclose()
 
-    def _on_new_page(self, page: Page) -> None:
+    def _watch(self, page: Page) -> None:
+        page.on("download", lambda download: self._downloads.append(download.url))
+        page.on("popup", self._on_popup)
+
+    def _on_popup(self, page: Page) -> None:
         # A link that opens a new tab: follow it there, as a person would.
         self._page = page
-        page.on("download", lambda download: self._downloads.append(download.url))
+        self._watch(page)
+        if self._shared is not None:
+            page.on("response", self._on_response)
+            page.on("requestfailed", self._on_request_failed)
+
+    def _on_response(self, response: Any) -> None:
+        if response.headers.get("x-refused-by") == REFUSED_MARKER:
+            self._refused.append(response.url)
+
+    def _on_request_failed(self, request: Any) -> None:
+        # A refused https origin: the proxy declines its CONNECT, so the page sees a failed tunnel.
+        if "ERR_TUNNEL_CONNECTION_FAILED" in (request.failure or "") and not self.allowlist.allows(request.url):
+            self._refused.append(request.url)
 
     @property
     def page(self) -> Page:

@@ -1,10 +1,12 @@
 """The `browser` kit: one Chromium per run, one isolated `Browser` per agent, and its tools.
 
 Run-wide: the Playwright driver, Chromium, and the background loop that hosts every
-agent's allowlist proxy. Per agent: a browser context, its page and its proxy listener.
+agent's allowlist proxy. Per agent: a browser context, its page and its proxy listener (or, with `share_context`,
+a page of one run-wide context).
 
 Task-file options (`[tools.browser]`): `allowed_origins` (list of origins, required),
-`executable_path` (Chromium; default: `chromium` on PATH), `max_snapshot_chars`.
+`executable_path` (Chromium; default: `chromium` on PATH), `max_snapshot_chars`,
+`share_context` (default false: each agent gets its own context).
 Playwright is imported only when the kit is entered, so building the registry is cheap.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 
 from tools.background import BackgroundLoop
 from tools.base import FunctionTool, ToolOptionError, argument, check_known, option, schema
-from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, launch_chromium
+from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, SharedContext, launch_chromium
 from tools.origins import OriginAllowlist
 
 
@@ -28,12 +30,16 @@ class BrowserKit:
 
     name = "browser"
 
-    def __init__(self, allowed_origins: Sequence[str], config: BrowserConfig | None = None) -> None:
+    def __init__(self, allowed_origins: Sequence[str], config: BrowserConfig | None = None, *, share_context: bool = False) -> None:
+        """`share_context`: the agents' browsers are pages of one context (shared cookies and
+        storage; much cheaper when many agents start at once, see `SharedContext`)."""
         self.allowed_origins = list(allowed_origins)
         self.config = config or BrowserConfig()
+        self.share_context = share_context
         self._stack = AsyncExitStack()
         self._chromium: Any = None
         self._background: BackgroundLoop | None = None
+        self._shared: SharedContext | None = None
 
     async def __aenter__(self) -> BrowserKit:
         from playwright.async_api import async_playwright
@@ -43,6 +49,9 @@ class BrowserKit:
             self._chromium = await launch_chromium(playwright, self.config)
             stack.push_async_callback(self._chromium.close)
             self._background = await stack.enter_async_context(BackgroundLoop())
+            if self.share_context:
+                shared = SharedContext(self.allowed_origins, chromium=self._chromium, background=self._background, config=self.config)
+                self._shared = await stack.enter_async_context(shared)
             self._stack = stack.pop_all()
         return self
 
@@ -50,7 +59,7 @@ class BrowserKit:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self._stack.aclose()
-        self._chromium = None
+        self._chromium = self._shared = None
 
     @asynccontextmanager
     async def for_agent(self, agent_id: str) -> AsyncIterator[list[FunctionTool]]:
@@ -58,15 +67,16 @@ class BrowserKit:
             yield browser_tools(browser)
 
     def open_browser(self) -> Browser:
-        """A new isolated `Browser` (context and proxy) on this kit's Chromium."""
+        """A new `Browser` on this kit's Chromium: its own context and proxy, or its own page
+        in the kit's shared context."""
         if self._chromium is None:
             raise RuntimeError(f"{type(self).__name__}.for_agent called outside `async with kit`")
-        return Browser(self.allowed_origins, chromium=self._chromium, config=self.config, background=self._background)
+        return Browser(self.allowed_origins, chromium=self._chromium, config=self.config, background=self._background, shared=self._shared)
 
 
 def browser_kit_from_options(options: Mapping[str, Any], workdir: Path) -> BrowserKit:
     """The kit for a task file's `[tools.browser]` table."""
-    check_known(options, "browser", {"allowed_origins", "executable_path", "max_snapshot_chars"})
+    check_known(options, "browser", {"allowed_origins", "executable_path", "max_snapshot_chars", "share_context"})
     origins = option(options, "browser", "allowed_origins", list)
     if not origins or not all(isinstance(origin, str) for origin in origins):
         raise ToolOptionError("[tools.browser] allowed_origins: expected a non-empty list of origins")
@@ -83,7 +93,7 @@ def browser_kit_from_options(options: Mapping[str, Any], workdir: Path) -> Brows
     if max_chars < 500:
         raise ToolOptionError("[tools.browser] max_snapshot_chars: must be at least 500")
     config = BrowserConfig(executable_path=Path(executable) if executable else None, max_snapshot_chars=max_chars)
-    return BrowserKit(origins, config)
+    return BrowserKit(origins, config, share_context=option(options, "browser", "share_context", bool, default=False))
 
 
 def browser_tools(browser: Browser) -> list[FunctionTool]:

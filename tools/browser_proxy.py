@@ -25,6 +25,10 @@ _MAX_HEAD_BYTES = 64 * 1024
 _HOP_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"}
 
 
+REFUSED_MARKER = "swarm-allowlist"
+"""The `X-Refused-By` header of the proxy's refusals (a page tells them from a site's own 403s)."""
+
+
 class AllowlistProxy:
     """While entered, serves on `127.0.0.1:port`; `on_refused(url)` hears every refusal."""
 
@@ -135,7 +139,7 @@ async def _read_head(stream: ByteStream) -> tuple[bytes, bytes]:
 async def _respond(client: ByteStream, status: int, message: str) -> None:
     reason = {403: "Forbidden", 502: "Bad Gateway"}[status]
     body = f"<html><body><h1>{reason}</h1><p>{message}</p></body></html>".encode()
-    marker = "X-Refused-By: swarm-allowlist\r\n" if status == 403 else ""
+    marker = f"X-Refused-By: {REFUSED_MARKER}\r\n" if status == 403 else ""
     head = (
         f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/html; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\n{marker}Connection: close\r\n\r\n"

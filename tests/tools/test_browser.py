@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from tools.base import RefusedError, ToolError
-from tools.browser import Browser, BrowserConfig, launch_chromium
+from tools.background import BackgroundLoop
+from tools.browser import Browser, BrowserConfig, SharedContext, launch_chromium
 from tools.fixture_web import FixtureWebServer, World, generate_world
 
 pytestmark = [
@@ -47,9 +48,20 @@ async def chromium(anyio_backend: str) -> AsyncIterator[Any]:
         await browser.close()
 
 
-@pytest.fixture
-async def browser(chromium: Any, web: FixtureWebServer) -> AsyncIterator[Browser]:
-    async with Browser([web.base_url], chromium=chromium) as browser:
+@pytest.fixture(params=["own context", "shared context"])
+async def browser(request: pytest.FixtureRequest, chromium: Any, web: FixtureWebServer) -> AsyncIterator[Browser]:
+    """Every behaviour holds both for a Browser with its own context and for one page of a
+    context shared with another agent's Browser (which is open, and idle, meanwhile)."""
+    if request.param == "own context":
+        async with Browser([web.base_url], chromium=chromium) as browser:
+            yield browser
+        return
+    async with (
+        BackgroundLoop() as background,
+        SharedContext([web.base_url], chromium=chromium, background=background) as shared,
+        Browser([web.base_url], shared=shared) as browser,
+        Browser([web.base_url], shared=shared),
+    ):
         yield browser
 
 
@@ -168,6 +180,29 @@ async def test_agents_get_isolated_contexts(chromium: Any, web: FixtureWebServer
         await second.navigate(web.base_url + "/index.html")
         assert await second.page.evaluate("localStorage.getItem('secret')") is None
         assert first.page.context is not second.page.context
+
+
+async def test_shared_context_gives_each_agent_its_own_page_and_refusals(
+    chromium: Any, web: FixtureWebServer, elsewhere: FixtureWebServer
+) -> None:
+    async with (
+        BackgroundLoop() as background,
+        SharedContext([web.base_url], chromium=chromium, background=background) as shared,
+        Browser([web.base_url], shared=shared) as first,
+    ):
+        async with Browser([web.base_url], shared=shared) as second:
+            assert first.page.context is second.page.context and first.page is not second.page
+            await first.navigate(web.base_url + "/index.html")
+            redirect = f"{web.base_url}/_test/redirect?to={elsewhere.base_url}/index.html"
+            with pytest.raises(RefusedError, match="not an allowed origin"):
+                await second.navigate(redirect)
+            with pytest.raises(RefusedError, match="not an allowed origin"):  # an https origin: a refused tunnel
+                await second.navigate(f"{web.base_url}/_test/redirect?to=https://example.com/")
+            assert first._refused == []  # each page hears only its own refusals
+            assert second._refused == [f"{elsewhere.base_url}/index.html", "https://example.com/"]
+            assert first.page.url == web.base_url + "/index.html"
+        assert second.page.is_closed() and not first.page.is_closed()  # closing an agent closes its page only
+        assert "Title: Search" in await first.navigate(web.base_url + "/search.html")
 
 
 async def test_back_with_no_history_is_a_tool_error(browser: Browser) -> None:

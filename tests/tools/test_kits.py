@@ -41,16 +41,20 @@ async def test_python_kit_through_the_swarm_seam(tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
-async def test_browser_kit_through_the_swarm_seam(tmp_path: Path, web: FixtureWebServer) -> None:
-    [kit] = default_registry().build(["browser"], {"browser": {"allowed_origins": [web.base_url]}}, tmp_path)
+@pytest.mark.parametrize("share_context", [False, True])
+async def test_browser_kit_through_the_swarm_seam(tmp_path: Path, web: FixtureWebServer, share_context: bool) -> None:
+    options = {"browser": {"allowed_origins": [web.base_url], "share_context": share_context}}
+    [kit] = default_registry().build(["browser"], options, tmp_path)
     async with kit:
-        async with kit.for_agent("agent-1") as tools:
+        async with kit.for_agent("agent-1") as tools, kit.open_browser() as other:
             by_name = {tool.name: tool for tool in tools}
             assert set(by_name) == {
                 "browser_navigate", "browser_snapshot", "browser_click", "browser_type", "browser_find", "browser_back",
             }  # fmt: skip
             assert all(isinstance(tool, Tool) for tool in tools)
             assert "Fixture Web" in await by_name["browser_navigate"]({"url": web.base_url + "/index.html"})
+            assert other.page.url == "about:blank"  # another agent's page, not this one's
+            assert (kit._shared is not None and other.page.context is kit._shared.context) == share_context
 
 
 def kit_options(name: str, web: FixtureWebServer, tmp_path: Path) -> dict[str, dict[str, object]]:
@@ -89,6 +93,7 @@ async def test_kit_opened_inside_cancel_scopes_closes_outside_them(
     [
         (["browser"], {}, r"\[tools.browser\] allowed_origins: required"),
         (["browser"], {"browser": {"allowed_origins": ["nope"]}}, r"\[tools.browser\] allowed_origins"),
+        (["browser"], {"browser": {"allowed_origins": ["http://a"], "share_context": "yes"}}, r"\[tools.browser\] share_context"),
         (["python"], {"python": {"timeout_s": "slow"}}, r"\[tools.python\] timeout_s"),
         (["python"], {"python": {"memory_mb": 1}}, r"\[tools.python\] memory_mb"),
         (["web_search"], {"web_search": {}}, r"\[tools.web_search\] pages_dir"),
