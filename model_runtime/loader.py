@@ -19,8 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
-from contextlib import ExitStack
+from collections.abc import Iterator, Mapping
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,11 +75,26 @@ class Narrow:
         return tuple(slice(self.start, self.start + self.length) if d == self.dim else slice(None) for d in range(ndim))
 
 
+@contextmanager
+def _no_weight_init() -> Iterator[None]:
+    """`torch.nn.init` made a no-op: a meta tensor has no values to initialise, and the first
+    real call imports torch._dynamo (about a second of every engine's start on CPU)."""
+    names = [name for name in dir(torch.nn.init) if name.endswith("_") and not name.startswith("_")]
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    try:
+        for name in names:
+            setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(torch.nn.init, name, function)
+
+
 def build_meta_model(config: ModelConfig, dtype: torch.dtype) -> DeepseekV3ForCausalLM:
     """The model on the meta device (no memory), in `dtype`, router float32, INT4 experts
     packed when the checkpoint's are: what passes (tensor parallelism) reshape before
     `materialize` allocates it."""
-    with torch.device("meta"):
+    with torch.device("meta"), _no_weight_init():
         model = DeepseekV3ForCausalLM(config).to(dtype)
         if config.quantization is not None and config.quantization.method == "int4":
             quantize_experts_int4(model, config.quantization.group_size, is_empty=True)
@@ -97,7 +112,8 @@ def build_empty_model(config: ModelConfig, dtype: torch.dtype, device: str | tor
 def materialize(model: DeepseekV3ForCausalLM, device: str | torch.device) -> DeepseekV3ForCausalLM:
     """Allocates a meta model's weights (uninitialised) on `device`."""
     config = model.config
-    model = model.to_empty(device=device)
+    # `Module.to_empty` without its `empty_like`, whose meta path imports sympy (a third of a second).
+    model = model._apply(lambda t: torch.empty(t.shape, dtype=t.dtype, device=device))
     if config.tie_word_embeddings:
         model.lm_head.weight = model.model.embed_tokens.weight
     model.rotary = RotaryEmbedding(config.rope, config.qk_rope_head_dim).to(device)

@@ -33,8 +33,10 @@ def softmax_scale(rope: RopeConfig, qk_head_dim: int) -> float:
 
 
 def inv_frequencies(rope: RopeConfig, dim: int) -> tuple[torch.Tensor, float]:
-    """The R/2 inverse frequencies and the factor cos/sin are multiplied by."""
-    pos_freqs = rope.theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # [R/2]
+    """The R/2 inverse frequencies (on CPU, also while a model is built on the meta device,
+    where `arange` would import torch._dynamo: a second of every load) and the factor
+    cos/sin are multiplied by."""
+    pos_freqs = rope.theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device="cpu") / dim)  # [R/2]
     if not rope.is_yarn:
         return 1.0 / pos_freqs, 1.0
 
@@ -46,7 +48,7 @@ def inv_frequencies(rope: RopeConfig, dim: int) -> tuple[torch.Tensor, float]:
     high = min(math.ceil(correction_dim(rope.beta_slow)), dim - 1)
     if low == high:
         high += 0.001  # avoid a zero-width ramp
-    ramp = ((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low)).clamp(0, 1)  # [R/2]
+    ramp = ((torch.arange(dim // 2, dtype=torch.float32, device="cpu") - low) / (high - low)).clamp(0, 1)  # [R/2]
     extrapolate = 1 - ramp
     inv_freq = (1.0 / (rope.factor * pos_freqs)) * ramp + (1.0 / pos_freqs) * extrapolate
     if rope.attention_factor is not None:
