@@ -42,12 +42,16 @@ def demo_limits(num_entities: int, mode: str) -> Limits:
                   orchestrator_max_steps=steps, subagent_max_steps=5, timeout_s=900)  # fmt: skip
 
 
+SPECULATIVE_TOKENS = 3  # bench/speculative.py: 2-3 drafts a step did best on the demo's turns (1.4x)
+
+
 def load_demo_model(checkpoint: Path) -> ChatModel:
     """The checkpoint on the embedded engine, greedy (`local:`); imports torch."""
     from swarm.backends.local import load_local_model
 
     # One engine thread: the demo model's steps are too small to share (EngineConfig.cpu_threads).
-    return load_local_model(str(checkpoint), model_name="moe-swarm-demo", temperature=0.0, max_tokens=MAX_TOKENS, cpu_threads=1)
+    # Greedy turns that copy names, paths and table rows: n-gram drafts save steps (same output).
+    return load_local_model(str(checkpoint), model_name="moe-swarm-demo", temperature=0.0, max_tokens=MAX_TOKENS, cpu_threads=1, speculative_tokens=SPECULATIVE_TOKENS)
 
 
 class DemoSession:

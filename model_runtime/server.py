@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from model_runtime.chat_format import render_chat
 from model_runtime.engine.errors import EngineClosedError, InvalidRequestError
-from model_runtime.engine.llm import LLM
+from model_runtime.engine.llm import LLM, EngineConfig
 from model_runtime.engine.outputs import RequestOutput
 from model_runtime.engine.sampling_params import SamplingParams
 from model_runtime.openai_schemas import ChatCompletionRequest, CompletionRequest, _Sampling, error_body
@@ -229,15 +229,17 @@ def _sse(data: dict[str, Any]) -> str:
     return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, *, model_name: str | None = None, dtype: str | None = None, device: str | None = None, tensor_parallel_size: int = 1) -> None:
+def serve(model_dir: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None, *, model_name: str | None = None, dtype: str | None = None, device: str | None = None, tensor_parallel_size: int = 1, speculative_tokens: int = 0) -> None:
     """Loads the checkpoint and serves it until interrupted (what `swarm serve` calls);
-    `tensor_parallel_size` > 1 splits the model over that many processes (GPUs)."""
+    `tensor_parallel_size` > 1 splits the model over that many processes (GPUs);
+    `speculative_tokens`: EngineConfig.num_speculative_tokens."""
     import torch
     import uvicorn
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if device.startswith("cuda") else torch.float32)
-    with LLM(model_dir, dtype=torch_dtype, device=device, tensor_parallel_size=tensor_parallel_size) as llm:
+    config = EngineConfig(num_speculative_tokens=speculative_tokens)
+    with LLM(model_dir, dtype=torch_dtype, device=device, tensor_parallel_size=tensor_parallel_size, config=config) as llm:
         app = create_app(llm, model_name=model_name or _default_name(model_dir), api_key=api_key)
         uvicorn.run(app, host=host, port=port, log_level="info")
 

@@ -46,8 +46,9 @@ def task_from_prompt(prompt: str, *, mode: str = "swarm") -> TaskFile:
 def build_model(spec: ModelSpec, task: TaskFile, model_name: str | None) -> tuple[ChatModel, list[str]]:
     """The backend for a spec, and the secret values that must never be recorded."""
     section = task.model
-    if section.tensor_parallel_size != 1 and spec.kind != "local":
-        raise TaskFileError(f"[model].tensor_parallel_size applies to local: models only, not {spec.kind}:")
+    for key, default in (("tensor_parallel_size", 1), ("speculative_tokens", 0)):
+        if getattr(section, key) != default and spec.kind != "local":
+            raise TaskFileError(f"[model].{key} applies to local: models only, not {spec.kind}:")
     if spec.kind == "scripted":
         from swarm.backends.scripted import ScriptedChatModel, load_script
 
@@ -73,6 +74,7 @@ def build_model(spec: ModelSpec, task: TaskFile, model_name: str | None) -> tupl
         spec.target, model_name=model_name or section.name,
         temperature=section.temperature if section.temperature is not None else 1.0,
         max_tokens=section.max_tokens, tensor_parallel_size=section.tensor_parallel_size,
+        speculative_tokens=section.speculative_tokens,
     )
     return model, []
 

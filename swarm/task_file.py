@@ -1,7 +1,8 @@
 """Task files: TOML, validated with pydantic. Only `[task].prompt` is required.
 
     [task]    prompt, mode ("swarm" | "single"), system_prompt
-    [model]   spec, name, api_key_env, temperature, max_tokens, tensor_parallel_size (local: only)
+    [model]   spec, name, api_key_env, temperature, max_tokens, tensor_parallel_size and
+              speculative_tokens (local: only)
     [limits]  see `swarm.limits.Limits`
     [tools]   enabled = [...], plus one `[tools.NAME]` table of options per kit
 
@@ -45,6 +46,8 @@ class ModelSection(_Strict):
     max_tokens: int | None = Field(default=None, gt=0)
     stream: bool = True
     tensor_parallel_size: int = Field(default=1, ge=1)  # local: only; processes (GPUs) the model is split over
+    # local: only; n-gram drafts a step for greedy requests, at most model_runtime.engine.speculative.MAX_SPECULATIVE_TOKENS (a test ties the two)
+    speculative_tokens: int = Field(default=0, ge=0, le=16)
 
 
 class ToolsSection(BaseModel):

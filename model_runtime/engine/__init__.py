@@ -8,6 +8,7 @@ Four parts with one job each, as in nano-vllm:
     block_manager  the paged latent cache's blocks and the prefix cache (no torch)
     runner.py      tensors for a step, the model forward, the sampler
     paged_attention.py  MLA's absorbed attention over the paged latent cache
+    speculative.py n-gram drafts for greedy requests, checked as extra decode rows (no torch)
 
 On CPU in float32 the runner's model is fused for serving (`fuse_for_inference`: folded
 attention projections, stacked experts) and its hottest small operations are C kernels

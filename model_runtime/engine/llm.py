@@ -28,6 +28,7 @@ from model_runtime.engine.outputs import EngineStats, RequestOutput
 from model_runtime.engine.runner import CacheShape, ModelRunner
 from model_runtime.engine.sampling_params import SamplingParams
 from model_runtime.engine.scheduler import Scheduler, SchedulerConfig
+from model_runtime.engine.speculative import NgramProposer
 from model_runtime.tokenizer import KimiTokenizer
 
 Prompt = str | Sequence[int]
@@ -52,6 +53,9 @@ class EngineConfig:
     # processes (a browser, a swarm): 1 made `swarm demo` about 30% faster here, and the
     # tiny model's decode steps about 1.5x faster on a 2-core machine sharing a core.
     cpu_threads: int | None = None
+    # Speculative decoding of greedy requests with n-gram drafts from the request's own
+    # tokens (engine/speculative.py): at most this many draft tokens a step; 0 turns it off.
+    num_speculative_tokens: int = 0
 
 
 SMALL_MODEL_MAX_PARAMS = 10_000_000  # up to this, one engine thread by default (see cpu_threads)
@@ -110,6 +114,7 @@ class LLM:
         scheduler = Scheduler(
             SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens, max_model_len),
             BlockManager(num_blocks, config.block_size, config.enable_prefix_caching),
+            NgramProposer(config.num_speculative_tokens) if config.num_speculative_tokens else None,
         )
         if group is not None:  # the parallel runner drives the workers (eager: see parallel/workers.py)
             runner = group.runner(model, shape, dtype=dtype, device=device, seed=config.seed)

@@ -69,8 +69,9 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         scheduled = self.scheduler.schedule()
         sampled = self.runner.run(scheduled)
+        num_tokens_before = [item.seq.num_tokens for item in scheduled]
         self.scheduler.postprocess(scheduled, sampled, self.eos_token_ids)
-        return self._outputs(scheduled)
+        return self._outputs(scheduled, num_tokens_before)
 
     def abort(self, request_id: int) -> None:
         request = self.requests.pop(request_id, None)
@@ -94,52 +95,60 @@ class LLMEngine:
         if params.stop and self.tokenizer is None:
             raise InvalidRequestError("stop strings need a tokenizer; this engine has none")
 
-    def _outputs(self, scheduled: list[ScheduledSeq]) -> list[RequestOutput]:
+    def _outputs(self, scheduled: list[ScheduledSeq], num_tokens_before: list[int]) -> list[RequestOutput]:
         stats = self.stats
         stats.num_steps += 1
         stats.num_preemptions = self.scheduler.num_preemptions
+        stats.num_draft_tokens, stats.num_accepted_draft_tokens = self.scheduler.num_draft_tokens, self.scheduler.num_accepted_draft_tokens
         cache_stats = self.scheduler.block_manager.stats
         stats.prefix_cache_queried_tokens, stats.prefix_cache_hit_tokens = cache_stats.num_queried_tokens, cache_stats.num_hit_tokens
         outputs = []
-        for item in scheduled:
+        for item, num_before in zip(scheduled, num_tokens_before, strict=True):
             seq = item.seq
             request = self.requests.get(seq.seq_id)
             if request is None:
                 continue
             stats.num_prefill_tokens_computed += max(0, min(item.start + item.num_new_tokens, seq.num_prompt_tokens) - item.start)
-            stats.num_generated_tokens += int(item.is_sampled)
-            if item.is_sampled:
-                self._decode_new_token(request)
+            stats.num_generated_tokens += seq.num_tokens - num_before
+            if seq.num_tokens > num_before:
+                self._decode_new_tokens(request, seq.num_tokens - num_before)
             output = self._emit(request)
             if output is not None:
                 outputs.append(output)
         return outputs
 
-    def _decode_new_token(self, request: _Request) -> None:
+    def _decode_new_tokens(self, request: _Request, num_new: int) -> None:
         seq = request.seq
-        token = seq.token_ids[-1]
-        is_stop_token = seq.finish_reason == "stop" and (token in seq.params.stop_token_ids or token in self.eos_token_ids)
         if request.decoder is None or request.stopped_by_string:
             return
         if not request.is_streamed and not seq.params.stop:  # no one reads the text before the end: decode it once then
             if seq.is_finished:
                 tokens = seq.output_token_ids
-                request.text = self.tokenizer.decode(tokens[:-1] if is_stop_token else tokens)  # type: ignore[union-attr]
+                request.text = self.tokenizer.decode(tokens[:-1] if self._ends_on_stop_token(seq) else tokens)  # type: ignore[union-attr]
             return
-        num_old_chars = len(request.text)
-        if not is_stop_token:
-            request.text += request.decoder.push(token)
-        if seq.is_finished:
-            request.text += request.decoder.flush()
-        if not seq.params.stop:
-            return
-        # Earlier text was searched already: only a match reaching into the new text is new.
-        found = [i for stop in seq.params.stop if (i := request.text.find(stop, max(0, num_old_chars - len(stop) + 1))) != -1]
-        if found:
-            request.text = request.text[: min(found)]
-            request.stopped_by_string = True
-            self.scheduler.finish(seq, "stop")
-            seq.finish_reason = "stop"  # also when its length ran out on this very token
+        first_new = seq.num_tokens - num_new
+        for i in range(first_new, seq.num_tokens):
+            num_old_chars = len(request.text)
+            is_last = i == seq.num_tokens - 1
+            if not (is_last and self._ends_on_stop_token(seq)):
+                request.text += request.decoder.push(seq.token_ids[i])
+            if is_last and seq.is_finished:
+                request.text += request.decoder.flush()
+            if not seq.params.stop:
+                continue
+            # Earlier text was searched already: only a match reaching into the new text is new.
+            found = [j for stop in seq.params.stop if (j := request.text.find(stop, max(0, num_old_chars - len(stop) + 1))) != -1]
+            if found:
+                request.text = request.text[: min(found)]
+                request.stopped_by_string = True
+                del seq.token_ids[i + 1 :]  # tokens drafted past the stop string were never written
+                self.scheduler.finish(seq, "stop")
+                seq.finish_reason = "stop"  # also when its length ran out on this very token
+                return
+
+    def _ends_on_stop_token(self, seq: Sequence) -> bool:
+        token = seq.token_ids[-1]
+        return seq.finish_reason == "stop" and (token in seq.params.stop_token_ids or token in self.eos_token_ids)
 
     def _emit(self, request: _Request) -> RequestOutput | None:
         seq = request.seq

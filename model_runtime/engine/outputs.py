@@ -30,6 +30,8 @@ class EngineStats:
     num_generated_tokens: int = 0
     num_steps: int = 0
     num_preemptions: int = 0
+    num_draft_tokens: int = 0  # speculative decoding: tokens proposed, and those the model agreed with
+    num_accepted_draft_tokens: int = 0
     prefix_cache_queried_tokens: int = 0
     prefix_cache_hit_tokens: int = 0
 

@@ -58,13 +58,16 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, scheduled: list[ScheduledSeq]) -> list[int]:
-        """Computes one step; returns the sampled token of each sampled sequence, in order."""
+        """Computes one step; returns the sampled tokens, `num_sampled` per scheduled
+        sequence, in order (a drafted sequence's: the model's token after each of its rows)."""
         input_ids, positions, batch, logits_indices = self._prepare(scheduled)
-        is_decode_only = batch.is_all_decode and len(logits_indices) == len(scheduled) > 0
+        rows = [s.seq for s in scheduled for _ in range(s.num_sampled)]
+        request_ids, params = [seq.seq_id for seq in rows], [seq.params for seq in rows]
+        is_decode_only = batch.is_all_decode and len(logits_indices) == len(input_ids) > 0
         shape = self.graphs.padded_shape(*batch.decode_blocks.shape) if self.graphs and is_decode_only else None
         if shape is not None:
             logits = self.graphs.run(input_ids, positions, batch, shape)  # [S, V]
-            return self.sampler(logits, [s.seq.seq_id for s in scheduled], [s.seq.params for s in scheduled])
+            return self.sampler(logits, request_ids, params)
         self.attention.set_batch(batch)
         if not logits_indices:
             self.model.forward_tokens(input_ids, positions, self.attention, logits_indices=input_ids.new_zeros(0))
@@ -72,36 +75,40 @@ class ModelRunner:
         # Every token sampled (a decode-only step): all rows, no gather.
         indices = None if len(logits_indices) == len(input_ids) else torch.tensor(logits_indices, device=self.device)  # [M]
         logits = self.model.forward_tokens(input_ids, positions, self.attention, logits_indices=indices)  # [M, V]
-        sampled = [s.seq for s in scheduled if s.is_sampled]
-        return self.sampler(logits, [s.seq_id for s in sampled], [s.params for s in sampled])
+        return self.sampler(logits, request_ids, params)
 
     def _prepare(self, scheduled: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor, PagedBatch, list[int]]:
-        """The step's flat tokens and the attention metadata every layer reads, built once."""
+        """The step's flat tokens and the attention metadata every layer reads, built once.
+        A drafted sequence's tokens are decode rows, each seeing the context up to itself
+        (every row's latent is written to the cache before any row attends)."""
         bs = self.block_size
         input_ids: list[int] = []
         positions: list[int] = []
         slots: list[int] = []
         logits_indices: list[int] = []
         decode_indices: list[int] = []
-        decode_seqs: list[ScheduledSeq] = []
+        decode_rows: list[tuple[list[int], int]] = []  # (block table, context length)
         prefills: list[PrefillGroup] = []
         for item in scheduled:
             seq, start, end = item.seq, item.start, item.start + item.num_new_tokens
             token_start = len(input_ids)
-            if item.num_new_tokens == 1:
-                input_ids.append(seq.token_ids[start])
-                positions.append(start)
-                slots.append(seq.block_table[start // bs] * bs + start % bs)
-                decode_indices.append(token_start)
-                decode_seqs.append(item)
-            else:
-                input_ids.extend(seq.token_ids[start:end])
-                positions.extend(range(start, end))
-                slots.extend(_slots(seq.block_table, bs, start, end))
-                prefills.append(self._prefill_group(item, token_start))
+            if item.num_new_tokens == 1 or item.draft:
+                for position, token in enumerate(item.input_token_ids, start):
+                    input_ids.append(token)
+                    positions.append(position)
+                    slots.append(seq.block_table[position // bs] * bs + position % bs)
+                    decode_indices.append(len(input_ids) - 1)
+                    decode_rows.append((seq.block_table, position + 1))
+                    if item.is_sampled:
+                        logits_indices.append(len(input_ids) - 1)
+                continue
+            input_ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            slots.extend(_slots(seq.block_table, bs, start, end))
+            prefills.append(self._prefill_group(item, token_start))
             if item.is_sampled:
                 logits_indices.append(len(input_ids) - 1)
-        tables, bias, lens = self._decode_context(decode_seqs)
+        tables, bias, lens = self._decode_context(decode_rows)
         batch = PagedBatch(
             slot_mapping=_long_tensor(slots, self.device),  # [N]
             decode_token_indices=_long_tensor(decode_indices, self.device),  # [S]
@@ -127,16 +134,16 @@ class ModelRunner:
             self._bias(is_future)[:, None, :],  # [n, 1, L]
         )
 
-    def _decode_context(self, decodes: list[ScheduledSeq]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Block tables of every decoding sequence, padded, the bias hiding the padding,
-        and the context lengths."""
+    def _decode_context(self, decodes: list[tuple[list[int], int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block tables of every decode row (a block table and a context length), padded,
+        the bias hiding the padding, and the context lengths."""
         bs = self.block_size
-        lens = [item.start + 1 for item in decodes]
+        lens = [length for _, length in decodes]
         num_blocks = -(-max(lens, default=0) // bs)
         width = num_blocks * bs
         flat: list[int] = []
-        for item in decodes:
-            row = item.seq.block_table[:num_blocks]
+        for block_table, _ in decodes:
+            row = block_table[:num_blocks]
             flat += row
             flat += [0] * (num_blocks - len(row))
         tables = _long_tensor(flat, self.device).view(len(decodes), num_blocks)  # [S, nb]

@@ -9,6 +9,10 @@ recently admitted running sequence is preempted: its blocks are freed and it wai
 the head of the queue to be recomputed (its full blocks stay in the prefix cache, so
 recomputing is often cheap). A waiting request whose prefix another request is
 prefilling right now waits for it, then reuses its blocks.
+
+With a `NgramProposer` (engine/speculative.py), a greedy decoding sequence also runs
+draft tokens in its step when budget and free blocks allow (never preempting for them);
+`postprocess` keeps the ones the model agrees with.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 
 from model_runtime.engine.block_manager import BlockManager
 from model_runtime.engine.sequence import Sequence, SequenceStatus
+from model_runtime.engine.speculative import NgramProposer, num_accepted
 
 
 @dataclass(frozen=True)
@@ -33,20 +38,36 @@ class ScheduledSeq:
     num_new_tokens: int
     start: int  # num_computed_tokens when scheduled
     is_sampled: bool  # this step reaches the sequence's end, so it samples a token
+    draft: tuple[int, ...] = ()  # proposed tokens after the sequence's last, run as decode rows (counted in num_new_tokens)
 
     @classmethod
     def of(cls, seq: Sequence, num_new_tokens: int) -> ScheduledSeq:
         start = seq.num_computed_tokens
         return cls(seq, num_new_tokens, start, start + num_new_tokens == seq.num_tokens)
 
+    @property
+    def input_token_ids(self) -> list[int]:
+        """The tokens this step runs: the sequence's own, then the draft."""
+        if self.draft:
+            return [self.seq.token_ids[self.start], *self.draft]
+        return self.seq.token_ids[self.start : self.start + self.num_new_tokens]
+
+    @property
+    def num_sampled(self) -> int:
+        """Tokens sampled for it this step: one per draft token, plus one (0 for a prompt chunk)."""
+        return len(self.draft) + 1 if self.is_sampled else 0
+
 
 class Scheduler:
-    def __init__(self, config: SchedulerConfig, block_manager: BlockManager) -> None:
+    def __init__(self, config: SchedulerConfig, block_manager: BlockManager, proposer: NgramProposer | None = None) -> None:
         self.config = config
         self.block_manager = block_manager
+        self.proposer = proposer
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self.num_preemptions = 0
+        self.num_draft_tokens = 0
+        self.num_accepted_draft_tokens = 0
 
     def add(self, seq: Sequence) -> None:
         self.waiting.append(seq)
@@ -73,8 +94,9 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 continue
             self.block_manager.grow(seq, target)
-            scheduled.append(ScheduledSeq.of(seq, num_new))
-            budget -= num_new
+            draft = self._draft(seq, budget) if num_new == 1 else ()
+            scheduled.append(ScheduledSeq(seq, 1 + len(draft), seq.num_computed_tokens, True, draft) if draft else ScheduledSeq.of(seq, num_new))
+            budget -= num_new + len(draft)
         for seq in list(self.waiting):
             if budget == 0 or is_preempted or len(self.running) >= self.config.max_num_seqs:
                 break
@@ -91,6 +113,19 @@ class Scheduler:
             budget -= num_new
         return scheduled
 
+    def _draft(self, seq: Sequence, budget: int) -> tuple[int, ...]:
+        """Draft tokens for a decoding greedy sequence that fit the budget, its limits and
+        the free blocks; () when there is no proposer or no proposal."""
+        if self.proposer is None or not seq.params.is_greedy:
+            return ()
+        limit = min(budget - 1, seq.params.max_tokens - seq.num_output_tokens - 1, self.config.max_model_len - seq.num_tokens - 1)
+        draft = self.proposer.propose(seq.seq_id, seq.token_ids, limit) if limit > 0 else []
+        while draft and not self.block_manager.can_grow(seq, seq.num_tokens + len(draft)):
+            draft.pop()
+        if draft:
+            self.block_manager.grow(seq, seq.num_tokens + len(draft))
+        return tuple(draft)
+
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.block_manager.free_sequence(seq)
@@ -100,20 +135,27 @@ class Scheduler:
         self.waiting.appendleft(seq)
 
     def postprocess(self, scheduled: list[ScheduledSeq], sampled: list[int], eos_token_ids: frozenset[int]) -> list[Sequence]:
-        """Advances the scheduled sequences, appends sampled tokens (one per sampled
-        sequence, in order) and finishes those that hit a stop token or their length."""
+        """Advances the scheduled sequences, appends sampled tokens (`num_sampled` per
+        scheduled sequence, in order: of a drafted one, the tokens up to the first the
+        draft got wrong) and finishes those that hit a stop token or their length."""
         samples = iter(sampled)
         finished: list[Sequence] = []
         for item in scheduled:
             seq = item.seq
-            is_sampled = item.is_sampled
-            seq.num_computed_tokens = item.start + item.num_new_tokens
+            tokens = [next(samples) for _ in range(item.num_sampled)]
+            accepted = num_accepted(item.draft, tokens)
+            if item.draft:
+                self.num_draft_tokens += len(item.draft)
+                self.num_accepted_draft_tokens += accepted
+            reason = None
+            for token in tokens[: accepted + 1]:
+                seq.token_ids.append(token)
+                reason = self._stop_reason(seq, token, eos_token_ids)
+                if reason:
+                    break
+            # Computed: the step's own tokens and the accepted drafts (the rejected ones' cache slots are overwritten later).
+            seq.num_computed_tokens = min(item.start + item.num_new_tokens - len(item.draft) + accepted, seq.num_tokens)
             self.block_manager.commit(seq)
-            if not is_sampled:
-                continue
-            token = next(samples)
-            seq.token_ids.append(token)
-            reason = self._stop_reason(seq, token, eos_token_ids)
             if reason:
                 self.finish(seq, reason)
                 finished.append(seq)
@@ -139,3 +181,5 @@ class Scheduler:
             self.waiting.remove(seq)
         seq.status = SequenceStatus.FINISHED
         seq.finish_reason = reason
+        if self.proposer is not None:
+            self.proposer.forget(seq.seq_id)

@@ -55,18 +55,20 @@ class StepSeq:
     start: int
     num_new_tokens: int
     is_sampled: bool
-    tokens: list[int]  # token_ids[start : start + num_new_tokens]
+    tokens: list[int]  # token_ids[start : start + num_new_tokens - len(draft)]
     block_table: list[int]  # blocks covering positions 0 .. start + num_new_tokens - 1
+    draft: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, item: ScheduledSeq, block_size: int) -> StepSeq:
         end = item.start + item.num_new_tokens
         seq = item.seq
-        return cls(seq.seq_id, item.start, item.num_new_tokens, item.is_sampled, seq.token_ids[item.start : end], seq.block_table[: -(-end // block_size)])
+        tokens = seq.token_ids[item.start : end - len(item.draft)]
+        return cls(seq.seq_id, item.start, item.num_new_tokens, item.is_sampled, tokens, seq.block_table[: -(-end // block_size)], item.draft)
 
     def scheduled(self) -> ScheduledSeq:
         seq = Sequence(self.seq_id, _TokenWindow(self.start, self.tokens), _WORKER_PARAMS, num_prompt_tokens=1, block_table=self.block_table)  # type: ignore[arg-type]
-        return ScheduledSeq(seq, self.num_new_tokens, self.start, self.is_sampled)
+        return ScheduledSeq(seq, self.num_new_tokens, self.start, self.is_sampled, self.draft)
 
 
 _WORKER_PARAMS = SamplingParams(temperature=0)

@@ -88,14 +88,15 @@ class LocalChatModel:
         await anyio.to_thread.run_sync(self.llm.close)
 
 
-async def open_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None, tensor_parallel_size: int = 1) -> LocalChatModel:
+async def open_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None, tensor_parallel_size: int = 1, speculative_tokens: int = 0) -> LocalChatModel:
     """Loads the checkpoint (in a worker thread) into an engine shared by all callers of
     the returned model; raises `ModelSpecError` when the folder cannot be served.
-    `tensor_parallel_size` > 1 splits the model over that many processes (GPUs)."""
-    return await anyio.to_thread.run_sync(lambda: load_local_model(checkpoint_dir, model_name=model_name, temperature=temperature, max_tokens=max_tokens, tensor_parallel_size=tensor_parallel_size))
+    `tensor_parallel_size` > 1 splits the model over that many processes (GPUs);
+    `speculative_tokens`: n-gram drafts a step for greedy requests (EngineConfig.num_speculative_tokens)."""
+    return await anyio.to_thread.run_sync(lambda: load_local_model(checkpoint_dir, model_name=model_name, temperature=temperature, max_tokens=max_tokens, tensor_parallel_size=tensor_parallel_size, speculative_tokens=speculative_tokens))
 
 
-def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None, tensor_parallel_size: int = 1, cpu_threads: int | None = None) -> LocalChatModel:
+def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temperature: float = 1.0, max_tokens: int | None = None, tensor_parallel_size: int = 1, cpu_threads: int | None = None, speculative_tokens: int = 0) -> LocalChatModel:
     """`open_local_model` for callers outside an event loop (a CLI before its run); blocks."""
     path = Path(checkpoint_dir).expanduser()
     if not (path / "config.json").is_file():
@@ -103,18 +104,17 @@ def load_local_model(checkpoint_dir: str, *, model_name: str | None = None, temp
     if not (path / "tiktoken.model").is_file():
         raise ModelSpecError(f"local:{checkpoint_dir}: no tiktoken.model there; the chat format needs the tokenizer")
     try:
-        llm = _load(path, tensor_parallel_size, cpu_threads)
+        llm = _load(path, tensor_parallel_size, EngineConfig(cpu_threads=cpu_threads, num_speculative_tokens=speculative_tokens))
     except (RuntimeEngineError, OSError, ValueError) as exc:
         raise ModelSpecError(f"local:{checkpoint_dir}: cannot load the checkpoint: {exc}") from exc
     return LocalChatModel(llm, model_name=model_name or path.resolve().name, temperature=temperature, max_tokens=max_tokens)
 
 
-def _load(path: Path, tensor_parallel_size: int = 1, cpu_threads: int | None = None) -> LLM:
+def _load(path: Path, tensor_parallel_size: int, config: EngineConfig) -> LLM:
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    config = EngineConfig(cpu_threads=cpu_threads)
     return LLM(path, dtype=dtype, device=device, tensor_parallel_size=tensor_parallel_size, config=config)
 
 

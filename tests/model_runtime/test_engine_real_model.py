@@ -63,3 +63,18 @@ def test_greedy_is_the_same_alone_and_batched_with_chunked_prefill(checkpoint: P
     with LLM(checkpoint, dtype=torch.float32, config=chunked) as llm:
         batched = [o.token_ids for o in llm.generate(prompts, params)]
     assert batched == alone
+
+
+def test_speculative_decoding_keeps_transformers_greedy_output(checkpoint: Path) -> None:
+    """Drafts checked as extra decode rows (the CPU C kernels among them) change nothing."""
+    gen = torch.Generator().manual_seed(2)
+    pattern = torch.randint(0, 700, (5,), generator=gen).tolist()
+    prompts = [pattern * 4, torch.randint(0, 700, (9,), generator=gen).tolist()]
+    hf = reference_model(checkpoint)
+    with torch.no_grad():
+        expected = [hf.generate(torch.tensor([p]), max_new_tokens=80, do_sample=False, eos_token_id=None, pad_token_id=0)[0, len(p) :].tolist() for p in prompts]
+    config = EngineConfig(block_size=4, num_kv_blocks=128, num_speculative_tokens=4)
+    with LLM(checkpoint, dtype=torch.float32, config=config) as llm:
+        outputs = llm.generate(prompts, SamplingParams(temperature=0, max_tokens=80, ignore_eos=True))
+        assert llm.stats.num_accepted_draft_tokens > 0  # its outputs come to repeat themselves
+    assert [o.token_ids for o in outputs] == expected

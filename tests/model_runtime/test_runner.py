@@ -21,10 +21,10 @@ def test_decode_context_pads_tables_with_block_0_and_hides_the_padding() -> None
     shape = CacheShape(config.num_hidden_layers, 16, 4, config.kv_lora_rank + config.qk_rope_head_dim)
     runner = ModelRunner(ToyModel(config), shape, dtype=torch.float32, device=torch.device("cpu"))
     items = [decoding(0, 3, [5]), decoding(1, 10, [7, 2, 9]), decoding(2, 8, [4, 6])]
-    tables, bias, _ = runner._decode_context(items)
+    tables, bias, _ = runner._decode_context([(item.seq.block_table, item.start + 1) for item in items])
     assert tables.tolist() == [[5, 0, 0], [7, 2, 9], [4, 6, 0]]
     expected = torch.zeros(3, 12).masked_fill_(torch.arange(12)[None, :] >= torch.tensor([3, 10, 8])[:, None], float("-inf"))
     assert bias.shape == (3, 1, 12) and torch.equal(bias[:, 0], expected)
-    wide = [decoding(3, 5000, list(range(1250)))]  # wider than the cached mask line: it grows
+    wide = [(list(range(1250)), 5000)]  # wider than the cached mask line: it grows
     _, bias, _ = runner._decode_context(wide)
     assert bias.shape == (1, 1, 5000) and bool((bias == 0).all())

@@ -119,3 +119,24 @@ def test_tensor_parallel_size_is_for_local_models_only() -> None:
     task = parse_task({"task": {"prompt": "hi"}, "model": {"tensor_parallel_size": 2}})
     with pytest.raises(TaskFileError, match="local: models only"):
         build_model(parse_model_spec("openai:http://127.0.0.1:1/v1"), task, "m")
+
+
+def test_task_file_speculative_tokens_reach_the_local_engine(checkpoint: Path) -> None:
+    """`[model].speculative_tokens`: the engine drafts for greedy calls; its bound is the engine's."""
+    from model_runtime.engine.speculative import MAX_SPECULATIVE_TOKENS
+    from swarm.errors import TaskFileError
+    from swarm.launch import build_model
+    from swarm.model_spec import parse_model_spec
+    from swarm.task_file import parse_task
+
+    task = parse_task({"task": {"prompt": "hi"}, "model": {"temperature": 0.0, "max_tokens": 5, "speculative_tokens": 3}})
+    model, _ = build_model(parse_model_spec(f"local:{checkpoint}"), task, None)
+    try:
+        assert model.llm.engine.scheduler.proposer.num_tokens == 3
+    finally:
+        model.llm.close()
+    parse_task({"task": {"prompt": "hi"}, "model": {"speculative_tokens": MAX_SPECULATIVE_TOKENS}})
+    with pytest.raises(TaskFileError, match="speculative_tokens"):
+        parse_task({"task": {"prompt": "hi"}, "model": {"speculative_tokens": MAX_SPECULATIVE_TOKENS + 1}})
+    with pytest.raises(TaskFileError, match="local: models only"):
+        build_model(parse_model_spec("openai:http://127.0.0.1:1/v1"), task, "m")
