@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from urllib.parse import urljoin, urlsplit
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -107,8 +107,8 @@ class FixtureWebKit(BrowserKit):
     async def for_agent(self, agent_id: str) -> AsyncIterator[Sequence[FunctionTool]]:
         if self._client is None:
             raise RuntimeError("FixtureWebKit.for_agent called outside `async with kit`")
-        async with self.open_browser() as browser:
-            yield [self._search_tool(self._client), _navigate_tool(browser, self.base_url)]
+        async with self.lazy_browser() as browser:
+            yield [self._search_tool(self._client), _navigate_tool(browser.get, self.base_url)]
 
     def _search_tool(self, client: httpx.AsyncClient) -> FunctionTool:
         async def call(arguments: dict[str, Any]) -> str:
@@ -129,10 +129,10 @@ class FixtureWebKit(BrowserKit):
         )  # fmt: skip
 
 
-def _navigate_tool(browser: Browser, base_url: str) -> FunctionTool:
+def _navigate_tool(browser: Callable[[], Awaitable[Browser]], base_url: str) -> FunctionTool:
     async def call(arguments: dict[str, Any]) -> str:
         url = urljoin(base_url + "/", argument(arguments, "url", str))  # a path is on the site
-        return facts_from_snapshot(await browser.navigate(url))
+        return facts_from_snapshot(await (await browser()).navigate(url))
 
     return FunctionTool(
         "browser_navigate", "Open a page of the site (a path such as /entity/x.html, or a URL); returns its title and facts.",

@@ -1,8 +1,9 @@
 """The `browser` kit: one Chromium per run, one isolated `Browser` per agent, and its tools.
 
 Run-wide: the Playwright driver, Chromium, and the background loop that hosts every
-agent's allowlist proxy. Per agent: a browser context, its page and its proxy listener (or, with `share_context`,
-a page of one run-wide context).
+agent's allowlist proxy. Per agent, opened by its first browser tool call (`LazyBrowser`):
+a browser context, its page and its proxy listener (or, with `share_context`, a page of
+one run-wide context).
 
 Task-file options (`[tools.browser]`): `allowed_origins` (list of origins, required),
 `executable_path` (Chromium; default: `chromium` on PATH), `max_snapshot_chars`,
@@ -13,11 +14,13 @@ Playwright is imported only when the kit is entered, so building the registry is
 from __future__ import annotations
 
 import shutil
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import anyio
 
 from tools.background import BackgroundLoop
 from tools.base import FunctionTool, ToolOptionError, argument, check_known, option, schema
@@ -63,8 +66,19 @@ class BrowserKit:
 
     @asynccontextmanager
     async def for_agent(self, agent_id: str) -> AsyncIterator[list[FunctionTool]]:
-        async with self.open_browser() as browser:
-            yield browser_tools(browser)
+        async with self.lazy_browser() as browser:
+            yield browser_tools(browser.get, self.allowed_origins)
+
+    @asynccontextmanager
+    async def lazy_browser(self) -> AsyncIterator[LazyBrowser]:
+        """An agent's browser, opened by its first tool call and closed when this exits."""
+        if self._chromium is None:
+            raise RuntimeError(f"{type(self).__name__}.for_agent called outside `async with kit`")
+        browser = LazyBrowser(self.open_browser)
+        try:
+            yield browser
+        finally:
+            await browser.aclose()
 
     def open_browser(self) -> Browser:
         """A new `Browser` on this kit's Chromium: its own context and proxy, or its own page
@@ -72,6 +86,31 @@ class BrowserKit:
         if self._chromium is None:
             raise RuntimeError(f"{type(self).__name__}.for_agent called outside `async with kit`")
         return Browser(self.allowed_origins, chromium=self._chromium, config=self.config, background=self._background, shared=self._shared)
+
+
+class LazyBrowser:
+    """A `Browser` opened on first use: an agent that never browses costs no context or page,
+    and a swarm's sub-agents start their first model turn without waiting for Chromium."""
+
+    def __init__(self, open_browser: Callable[[], Browser]) -> None:
+        self._open = open_browser
+        self._browser: Browser | None = None
+        self._lock = anyio.Lock()
+        self._stack = AsyncExitStack()
+
+    @property
+    def is_open(self) -> bool:
+        return self._browser is not None
+
+    async def get(self) -> Browser:
+        async with self._lock:
+            if self._browser is None:
+                self._browser = await self._stack.enter_async_context(self._open())
+            return self._browser
+
+    async def aclose(self) -> None:
+        self._browser = None
+        await self._stack.aclose()
 
 
 def browser_kit_from_options(options: Mapping[str, Any], workdir: Path) -> BrowserKit:
@@ -96,29 +135,34 @@ def browser_kit_from_options(options: Mapping[str, Any], workdir: Path) -> Brows
     return BrowserKit(origins, config, share_context=option(options, "browser", "share_context", bool, default=False))
 
 
-def browser_tools(browser: Browser) -> list[FunctionTool]:
-    """The model's browser tools, all acting on `browser`."""
+def browser_tools(browser: Callable[[], Awaitable[Browser]], allowed_origins: Sequence[str]) -> list[FunctionTool]:
+    """The model's browser tools, all acting on the one `Browser` that `browser()` gives
+    (`LazyBrowser.get`: opened by the first call)."""
     ref = {"type": "string", "description": "an element ref from the snapshot, like e12"}
-    allowed = ", ".join(browser.allowlist.entries)
+    allowed = ", ".join(OriginAllowlist(allowed_origins).entries)
 
     async def navigate(arguments: dict[str, Any]) -> str:
-        return await browser.navigate(argument(arguments, "url", str))
+        url = argument(arguments, "url", str)
+        return await (await browser()).navigate(url)
 
     async def snapshot(arguments: dict[str, Any]) -> str:
-        return await browser.snapshot()
+        return await (await browser()).snapshot()
 
     async def click(arguments: dict[str, Any]) -> str:
-        return await browser.click(argument(arguments, "ref", str))
+        ref_ = argument(arguments, "ref", str)
+        return await (await browser()).click(ref_)
 
     async def type_(arguments: dict[str, Any]) -> str:
         submit = argument(arguments, "submit", bool, default=False)
-        return await browser.type(argument(arguments, "ref", str), argument(arguments, "text", str), submit=submit)
+        ref_, text = argument(arguments, "ref", str), argument(arguments, "text", str)
+        return await (await browser()).type(ref_, text, submit=submit)
 
     async def find(arguments: dict[str, Any]) -> str:
-        return await browser.find(argument(arguments, "text", str))
+        text = argument(arguments, "text", str)
+        return await (await browser()).find(text)
 
     async def back(arguments: dict[str, Any]) -> str:
-        return await browser.back()
+        return await (await browser()).back()
 
     return [
         FunctionTool("browser_navigate", f"Open a URL (allowed origins: {allowed}); returns the page snapshot.",

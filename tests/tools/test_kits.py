@@ -46,15 +46,23 @@ async def test_browser_kit_through_the_swarm_seam(tmp_path: Path, web: FixtureWe
     options = {"browser": {"allowed_origins": [web.base_url], "share_context": share_context}}
     [kit] = default_registry().build(["browser"], options, tmp_path)
     async with kit:
+        chromium = kit._chromium
+
+        def num_pages() -> int:
+            return sum(len(context.pages) for context in chromium.contexts)
+
         async with kit.for_agent("agent-1") as tools, kit.open_browser() as other:
             by_name = {tool.name: tool for tool in tools}
             assert set(by_name) == {
                 "browser_navigate", "browser_snapshot", "browser_click", "browser_type", "browser_find", "browser_back",
             }  # fmt: skip
             assert all(isinstance(tool, Tool) for tool in tools)
+            assert num_pages() == 1  # the other agent's: this one has not browsed yet, so it has no page
             assert "Fixture Web" in await by_name["browser_navigate"]({"url": web.base_url + "/index.html"})
+            assert num_pages() == 2 and len(chromium.contexts) == (1 if share_context else 2)
             assert other.page.url == "about:blank"  # another agent's page, not this one's
             assert (kit._shared is not None and other.page.context is kit._shared.context) == share_context
+        assert num_pages() == 0  # both closed with their agents
 
 
 def kit_options(name: str, web: FixtureWebServer, tmp_path: Path) -> dict[str, dict[str, object]]:
