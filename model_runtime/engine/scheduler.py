@@ -79,7 +79,8 @@ class Scheduler:
         budget = self.config.max_num_batched_tokens
         scheduled: list[ScheduledSeq] = []
         is_preempted = False
-        for seq in list(self.running):
+        running = list(self.running)
+        for index, seq in enumerate(running):
             if budget == 0:
                 break
             if seq.status is not SequenceStatus.RUNNING:  # preempted below
@@ -94,7 +95,8 @@ class Scheduler:
             if seq.status is not SequenceStatus.RUNNING:
                 continue
             self.block_manager.grow(seq, target)
-            draft = self._draft(seq, budget) if num_new == 1 else ()
+            is_decoding = seq.num_tokens - seq.num_computed_tokens == 1
+            draft = self._draft(seq, budget, num_after=len(running) - index - 1) if is_decoding else ()
             scheduled.append(ScheduledSeq(seq, 1 + len(draft), seq.num_computed_tokens, True, draft) if draft else ScheduledSeq.of(seq, num_new))
             budget -= num_new + len(draft)
         for seq in list(self.waiting):
@@ -113,14 +115,17 @@ class Scheduler:
             budget -= num_new
         return scheduled
 
-    def _draft(self, seq: Sequence, budget: int) -> tuple[int, ...]:
+    def _draft(self, seq: Sequence, budget: int, num_after: int) -> tuple[int, ...]:
         """Draft tokens for a decoding greedy sequence that fit the budget, its limits and
-        the free blocks; () when there is no proposer or no proposal."""
+        the free blocks less one for each of the `num_after` running sequences scheduled
+        after it (so that no draft costs another a preemption); () when there is no
+        proposer or no proposal."""
         if self.proposer is None or not seq.params.is_greedy:
             return ()
         limit = min(budget - 1, seq.params.max_tokens - seq.num_output_tokens - 1, self.config.max_model_len - seq.num_tokens - 1)
         draft = self.proposer.propose(seq.seq_id, seq.token_ids, limit) if limit > 0 else []
-        while draft and not self.block_manager.can_grow(seq, seq.num_tokens + len(draft)):
+        manager = self.block_manager
+        while draft and manager.blocks_needed(seq.num_tokens + len(draft)) - len(seq.block_table) > manager.num_free_blocks - num_after:
             draft.pop()
         if draft:
             self.block_manager.grow(seq, seq.num_tokens + len(draft))

@@ -99,6 +99,21 @@ def test_tp2_greedy_decodes_like_tp1_and_transformers(checkpoints: dict[str, Pat
     assert _wait_gone(pids, timeout_s=0.5) == []  # close() waited for them
 
 
+def test_tp2_with_speculative_decoding_keeps_the_greedy_output(checkpoints: dict[str, Path]) -> None:
+    """Drafts reach the workers with their step (StepSeq.draft) and change nothing."""
+    gen = torch.Generator().manual_seed(2)
+    pattern = torch.randint(0, 700, (5,), generator=gen).tolist()
+    prompts = [pattern * 4, torch.randint(0, 700, (9,), generator=gen).tolist()]
+    params = SamplingParams(temperature=0, max_tokens=80, ignore_eos=True)
+    with LLM(checkpoints["bf16"], dtype=torch.float32, config=EngineConfig(block_size=4, num_kv_blocks=128)) as llm:
+        tp1 = [o.token_ids for o in llm.generate(prompts, params)]
+    config = EngineConfig(block_size=4, num_kv_blocks=128, num_speculative_tokens=4)
+    with LLM(checkpoints["bf16"], dtype=torch.float32, config=config, tensor_parallel_size=2) as llm:
+        tp2 = [o.token_ids for o in llm.generate(prompts, params)]
+        assert llm.stats.num_accepted_draft_tokens > 0
+    assert tp2 == tp1
+
+
 def test_each_rank_holds_its_part_only(checkpoints: dict[str, Path]) -> None:
     """Rank 0 of 2: half the heads, half the experts (still packed INT4), half the vocabulary."""
     with LLM(checkpoints["int4"], dtype=torch.float32, config=EngineConfig(num_kv_blocks=16), tensor_parallel_size=2) as llm:

@@ -172,3 +172,27 @@ def test_reset_prefix_cache_forgets_prefixes_only_when_idle() -> None:
     sched.add(again)
     step(sched)
     assert again.num_cached_tokens == 0
+
+
+def test_drafts_take_only_spare_budget_and_blocks_and_never_cost_a_preemption() -> None:
+    from model_runtime.engine.speculative import NgramProposer
+
+    pattern = [11, 12, 13, 14, 15, 16]
+    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=64), BlockManager(7, 4), NgramProposer(num_tokens=6))
+    first, second = seq(0, pattern * 2, max_tokens=20), seq(1, [21, 22, 23, 24, 25], max_tokens=20)
+    sched.add(first)
+    sched.add(second)
+    sched.postprocess(sched.schedule(), [11, 7], EOS)  # both prompts (3 + 2 blocks, 2 left); `first` repeats itself
+    [a, b] = sched.schedule()
+    # `first` grows to 4 blocks; its draft fills them but takes no 5th: that one stays free for `second`
+    assert a.seq is first and a.draft == (12, 13, 14) and a.num_new_tokens == a.num_sampled == 4
+    assert b.seq is second and b.draft == () and sched.block_manager.num_free_blocks == 1
+    sched.postprocess([a, b], [12, 13, 99, 5, 8], EOS)  # two drafts accepted, then the model's 99; `second` writes 8
+    assert first.token_ids[-4:] == [11, 12, 13, 99] and first.num_computed_tokens == first.num_tokens - 1
+    assert second.token_ids[-1] == 8 and sched.num_preemptions == 0
+    assert (sched.num_draft_tokens, sched.num_accepted_draft_tokens) == (3, 2)
+    third = Sequence(2, pattern * 2 + [11], SamplingParams(temperature=1.0, max_tokens=20))
+    other = Scheduler(SchedulerConfig(), BlockManager(64, 4), NgramProposer(num_tokens=6))
+    other.add(third)
+    other.postprocess(other.schedule(), [12], EOS)
+    assert [s.draft for s in other.schedule()] == [()]  # a sampled request is never drafted for
