@@ -77,8 +77,9 @@ class Narrow:
 
 @contextmanager
 def _no_weight_init() -> Iterator[None]:
-    """`torch.nn.init` made a no-op: a meta tensor has no values to initialise, and the first
-    real call imports torch._dynamo (about a second of every engine's start on CPU)."""
+    """`torch.nn.init` made a no-op (process-wide, while a model is built on the meta device):
+    a meta tensor has no values to initialise, and the first real call imports torch._dynamo
+    (about a second of every engine's start on CPU)."""
     names = [name for name in dir(torch.nn.init) if name.endswith("_") and not name.startswith("_")]
     saved = {name: getattr(torch.nn.init, name) for name in names}
     try:

@@ -1,7 +1,8 @@
 """A real browser for one agent: Playwright driving Chromium, shown as accessibility snapshots.
 
 `Browser` is one isolated browser context (its own cookies, storage, cache) with one
-page. The model sees the page as Playwright's AI accessibility snapshot in which every
+page, or one page of a `SharedContext` that several agents' browsers share (much
+cheaper when many agents start at once; they then share cookies and storage). The model sees the page as Playwright's AI accessibility snapshot in which every
 actionable element carries a ref (`[ref=e12]`) it can pass to `click` and `type`;
 snapshots are capped (`max_snapshot_chars`) with a note, and `find` returns just the
 matching lines, so a huge page cannot flood a context.
@@ -152,6 +153,8 @@ class Browser:
         """`chromium` and `background` are shared run-wide by a kit; without them it starts its own.
         With `shared`, this Browser opens only its own page, in that context (see `SharedContext`)."""
         self.allowlist = OriginAllowlist(allowed_origins)
+        if shared is not None and shared.allowlist.entries != self.allowlist.entries:
+            raise ValueError("a Browser in a shared context must allow the origins its proxy allows")
         self.config = config or BrowserConfig()
         self._chromium = chromium
         self._background = background

@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 
 from tools.background import BackgroundLoop
-from tools.base import FunctionTool, ToolOptionError, argument, check_known, option, schema
+from tools.base import FunctionTool, ToolError, ToolOptionError, argument, check_known, option, schema
 from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, SharedContext, launch_chromium
 from tools.origins import OriginAllowlist
 
@@ -98,14 +98,17 @@ class LazyBrowser:
         self._lock = anyio.Lock()
         self._stack = AsyncExitStack()
 
-    @property
-    def is_open(self) -> bool:
-        return self._browser is not None
-
     async def get(self) -> Browser:
+        """The browser, opened by the first call; a failure to open it is a `ToolError` the
+        model sees (its other tools keep working), not a crash of the agent."""
+        from playwright.async_api import Error as PlaywrightError
+
         async with self._lock:
             if self._browser is None:
-                self._browser = await self._stack.enter_async_context(self._open())
+                try:
+                    self._browser = await self._stack.enter_async_context(self._open())
+                except PlaywrightError as error:
+                    raise ToolError(f"could not open a browser: {str(error).splitlines()[0]}") from None
             return self._browser
 
     async def aclose(self) -> None:

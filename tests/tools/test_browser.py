@@ -203,6 +203,8 @@ async def test_shared_context_gives_each_agent_its_own_page_and_refusals(
             assert first.page.url == web.base_url + "/index.html"
         assert second.page.is_closed() and not first.page.is_closed()  # closing an agent closes its page only
         assert "Title: Search" in await first.navigate(web.base_url + "/search.html")
+        with pytest.raises(ValueError, match="origins its proxy allows"):
+            Browser([web.base_url, elsewhere.base_url], shared=shared)
 
 
 async def test_back_with_no_history_is_a_tool_error(browser: Browser) -> None:

@@ -14,6 +14,7 @@ import pytest
 from swarm.errors import TaskFileError
 from swarm.toolkits import default_registry
 from swarm.tooling import Tool
+from tools.base import ToolError
 from tools.fixture_web import FixtureWebServer, generate_world, render_site
 
 pytestmark = pytest.mark.anyio
@@ -114,3 +115,14 @@ def test_bad_options_are_task_file_errors(
 ) -> None:
     with pytest.raises(TaskFileError, match=message):
         default_registry().build(enabled, options, tmp_path)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
+async def test_a_browser_that_cannot_open_is_a_tool_error_and_the_agent_goes_on(tmp_path: Path, web: FixtureWebServer) -> None:
+    [kit] = default_registry().build(["browser"], {"browser": {"allowed_origins": [web.base_url]}}, tmp_path)
+    async with kit:
+        async with kit.for_agent("agent-1") as tools:
+            await kit._chromium.close()  # Chromium gone (crashed) before this agent's first browser call
+            navigate = next(tool for tool in tools if tool.name == "browser_navigate")
+            with pytest.raises(ToolError, match="could not open a browser"):
+                await navigate({"url": web.base_url + "/index.html"})
