@@ -4,7 +4,7 @@ A swarm's sub-agents start together, and each opens its browser and loads a page
 runs N agents concurrently (`tools.browser.Browser` on one Chromium, the fixture web
 on loopback): each opens its browser, navigates to one entity page and reads its
 snapshot, then closes. Once with a context per agent (BrowserKit's default), once
-with every agent a page of one `SharedContext` (what `swarm demo`'s kit does). It
+with every agent a page of one shared context (`open_context`; what `swarm demo`'s kit does). It
 prints the wall time of each round (mean and best of `--repeats`) and the ratio;
 then the same per agent when the agents go one after another (the single agent's
 case, where contexts cost little).
@@ -24,11 +24,12 @@ from typing import Any
 import anyio
 
 from tools.background import BackgroundLoop
-from tools.browser import Browser, BrowserConfig, SharedContext, launch_chromium
+from tools.browser import Browser, BrowserConfig, launch_chromium, open_context
+from tools.origins import OriginAllowlist
 from tools.fixture_web import FixtureWebServer, generate_world
 
 
-async def one_agent(base_url: str, path: str, chromium: Any, background: BackgroundLoop, shared: SharedContext | None) -> None:
+async def one_agent(base_url: str, path: str, chromium: Any, background: BackgroundLoop, shared: Any) -> None:
     async with Browser([base_url], chromium=chromium, background=background, shared=shared) as browser:
         snapshot = await browser.navigate(base_url + path)
         assert "Title:" in snapshot
@@ -38,7 +39,7 @@ async def round_time(base_url: str, paths: list[str], chromium: Any, background:
     async with AsyncExitStack() as stack:
         context = None
         if shared:
-            context = await stack.enter_async_context(SharedContext([base_url], chromium=chromium, background=background))
+            context = await open_context(stack, chromium, background, OriginAllowlist([base_url]), BrowserConfig())
         start = time.perf_counter()
         if concurrent:
             async with anyio.create_task_group() as group:

@@ -1,7 +1,7 @@
 """A real browser for one agent: Playwright driving Chromium, shown as accessibility snapshots.
 
 `Browser` is one isolated browser context (its own cookies, storage, cache) with one
-page, or one page of a `SharedContext` that several agents' browsers share (much
+page, or one page of a context several agents' browsers share (`open_context`: much
 cheaper when many agents start at once; they then share cookies and storage). The model sees the page as Playwright's AI accessibility snapshot in which every
 actionable element carries a ref (`[ref=e12]`) it can pass to `click` and `type`;
 snapshots are capped (`max_snapshot_chars`) with a note, and `find` returns just the
@@ -85,10 +85,18 @@ def _find_chromium() -> Path:
 
 async def open_context(
     stack: AsyncExitStack, chromium: Chromium, background: BackgroundLoop, allowlist: OriginAllowlist,
-    config: BrowserConfig, on_refused: Callable[[str], None],
+    config: BrowserConfig, on_refused: Callable[[str], None] = lambda url: None,
 ) -> BrowserContext:  # fmt: skip
     """A new browser context whose traffic all goes through its own `AllowlistProxy`; both
-    are closed by `stack`."""
+    are closed by `stack`.
+
+    Several agents' `Browser`s may share one (`Browser(..., shared=context)`, `BrowserKit(
+    share_context=True)`), each with its own page: Chromium pays far more for a context than
+    for a page (16 agents opening a context each at once took ~9 s on 2 cores, 16 pages of
+    one context ~2.5 s: bench/browser_contexts.py). The price is isolation: they share
+    cookies, storage and cache, so it is for sites where that cannot matter (the demo's
+    read-only fixture web). Each `Browser` still reports only its own page's refusals.
+    """
     # The proxy's task group lives on the background loop, not in the caller's scopes.
     proxy, handle = await background.enter(AllowlistProxy(allowlist, on_refused=on_refused))
     stack.push_async_callback(background.exit, handle)
@@ -103,58 +111,18 @@ async def open_context(
     return context
 
 
-class SharedContext:
-    """One browser context, and its allowlist proxy, for several agents' `Browser`s, each with
-    its own page in it (`Browser(..., shared=...)`).
-
-    Chromium pays far more for a context than for a page: 16 agents opening a context each
-    at once took ~9 s on 2 cores, 16 pages of one context ~2.5 s (bench/browser_contexts.py).
-    The price is isolation: the agents share cookies, storage and cache. For sites where
-    that cannot matter (the demo's read-only fixture web); `BrowserKit` gives each agent its
-    own context unless built with `share_context=True`. Each `Browser` still reports only its
-    own page's refusals.
-    """
-
-    def __init__(self, allowed_origins: Iterable[str], *, chromium: Chromium, background: BackgroundLoop,
-                 config: BrowserConfig | None = None) -> None:  # fmt: skip
-        self.allowlist = OriginAllowlist(allowed_origins)
-        self.config = config or BrowserConfig()
-        self._chromium, self._background = chromium, background
-        self._stack = AsyncExitStack()
-        self._context: BrowserContext | None = None
-
-    @property
-    def context(self) -> BrowserContext:
-        if self._context is None:
-            raise RuntimeError("SharedContext used outside `async with`")
-        return self._context
-
-    async def __aenter__(self) -> SharedContext:
-        async with AsyncExitStack() as stack:
-            self._context = await open_context(stack, self._chromium, self._background, self.allowlist, self.config, lambda url: None)
-            self._stack = stack.pop_all()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._stack.aclose()
-        self._context = None
-
-
 class Browser:
     """One agent's browser context and page, limited to `allowed_origins`."""
 
     def __init__(
         self, allowed_origins: Iterable[str], *, chromium: Chromium | None = None,
         config: BrowserConfig | None = None, background: BackgroundLoop | None = None,
-        shared: SharedContext | None = None,
+        shared: BrowserContext | None = None,
     ) -> None:  # fmt: skip
         """`chromium` and `background` are shared run-wide by a kit; without them it starts its own.
-        With `shared`, this Browser opens only its own page, in that context (see `SharedContext`)."""
+        With `shared` (a context from `open_context` with the same allowed origins), this
+        Browser opens only its own page, in that context."""
         self.allowlist = OriginAllowlist(allowed_origins)
-        if shared is not None and shared.allowlist.entries != self.allowlist.entries:
-            raise ValueError("a Browser in a shared context must allow the origins its proxy allows")
         self.config = config or BrowserConfig()
         self._chromium = chromium
         self._background = background
@@ -170,7 +138,7 @@ class Browser:
         async with AsyncExitStack() as stack:
             if self._shared is not None:
                 # The context is others' too: refusals are told apart by this page's own events.
-                self._page = await self._shared.context.new_page()
+                self._page = await self._shared.new_page()
                 stack.push_async_callback(self._page.close)
                 self._page.on("response", self._on_response)
                 self._page.on("requestfailed", self._on_request_failed)

@@ -24,7 +24,7 @@ import anyio
 
 from tools.background import BackgroundLoop
 from tools.base import FunctionTool, ToolError, ToolOptionError, argument, check_known, option, schema
-from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, SharedContext, launch_chromium
+from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, launch_chromium, open_context
 from tools.origins import OriginAllowlist
 
 
@@ -35,14 +35,14 @@ class BrowserKit:
 
     def __init__(self, allowed_origins: Sequence[str], config: BrowserConfig | None = None, *, share_context: bool = False) -> None:
         """`share_context`: the agents' browsers are pages of one context (shared cookies and
-        storage; much cheaper when many agents start at once, see `SharedContext`)."""
+        storage; much cheaper when many agents start at once, see `open_context`)."""
         self.allowed_origins = list(allowed_origins)
         self.config = config or BrowserConfig()
         self.share_context = share_context
         self._stack = AsyncExitStack()
         self._chromium: Any = None
         self._background: BackgroundLoop | None = None
-        self._shared: SharedContext | None = None
+        self._shared: Any = None  # the agents' shared BrowserContext, with share_context
 
     async def __aenter__(self) -> BrowserKit:
         from playwright.async_api import async_playwright
@@ -53,8 +53,8 @@ class BrowserKit:
             stack.push_async_callback(self._chromium.close)
             self._background = await stack.enter_async_context(BackgroundLoop())
             if self.share_context:
-                shared = SharedContext(self.allowed_origins, chromium=self._chromium, background=self._background, config=self.config)
-                self._shared = await stack.enter_async_context(shared)
+                allowlist = OriginAllowlist(self.allowed_origins)
+                self._shared = await open_context(stack, self._chromium, self._background, allowlist, self.config)
             self._stack = stack.pop_all()
         return self
 

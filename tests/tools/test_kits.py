@@ -62,7 +62,7 @@ async def test_browser_kit_through_the_swarm_seam(tmp_path: Path, web: FixtureWe
             assert "Fixture Web" in await by_name["browser_navigate"]({"url": web.base_url + "/index.html"})
             assert num_pages() == 2 and len(chromium.contexts) == (1 if share_context else 2)
             assert other.page.url == "about:blank"  # another agent's page, not this one's
-            assert (kit._shared is not None and other.page.context is kit._shared.context) == share_context
+            assert (kit._shared is not None and other.page.context is kit._shared) == share_context
         assert num_pages() == 0  # both closed with their agents
 
 
