@@ -137,11 +137,8 @@ class Browser:
     async def __aenter__(self) -> Browser:
         async with AsyncExitStack() as stack:
             if self._shared is not None:
-                # The context is others' too: refusals are told apart by this page's own events.
                 self._page = await self._shared.new_page()
                 stack.push_async_callback(self._page.close)
-                self._page.on("response", self._on_response)
-                self._page.on("requestfailed", self._on_request_failed)
             else:
                 chromium = self._chromium
                 if chromium is None:
@@ -167,14 +164,16 @@ class Browser:
     def _watch(self, page: Page) -> None:
         page.on("download", lambda download: self._downloads.append(download.url))
         page.on("popup", self._on_popup)
+        if self._shared is not None:  # the context is others' too: refusals are told apart by this page's own events
+            page.on("response", self._on_response)
+            page.on("requestfailed", self._on_request_failed)
 
     def _on_popup(self, page: Page) -> None:
         # A link that opens a new tab: follow it there, as a person would.
         self._page = page
         self._watch(page)
-        if self._shared is not None:
-            page.on("response", self._on_response)
-            page.on("requestfailed", self._on_request_failed)
+        if self._shared is not None:  # closing the context closes it otherwise; a shared one outlives this agent
+            self._stack.push_async_callback(page.close)
 
     def _on_response(self, response: Any) -> None:
         if response.headers.get("x-refused-by") == REFUSED_MARKER:

@@ -200,6 +200,12 @@ async def test_shared_context_gives_each_agent_its_own_page_and_refusals(
             assert first.page.url == web.base_url + "/index.html"
         assert second.page.is_closed() and not first.page.is_closed()  # closing an agent closes its page only
         assert "Title: Search" in await first.navigate(web.base_url + "/search.html")
+        opener = first.page
+        async with first.page.expect_popup():
+            await opener.evaluate(f"window.open('{web.base_url}/index.html')")
+        assert first.page is not opener and len(shared.pages) == 2  # the agent follows its new tab
+        await first.__aexit__(None, None, None)
+        assert shared.pages == []  # the agent's tabs close with it, though the context lives on
 
 
 async def test_back_with_no_history_is_a_tool_error(browser: Browser) -> None:
