@@ -111,7 +111,7 @@ class LLMEngine:
             stats.num_prefill_tokens_computed += max(0, min(item.start + item.num_new_tokens, seq.num_prompt_tokens) - item.start)
             if seq.num_tokens > num_before:
                 self._decode_new_tokens(request, seq.num_tokens - num_before)  # may drop tokens drafted past a stop string
-            stats.num_generated_tokens += max(0, seq.num_tokens - num_before)
+            stats.num_generated_tokens += seq.num_tokens - num_before  # it keeps the first new one at least
             output = self._emit(request)
             if output is not None:
                 outputs.append(output)

@@ -92,23 +92,15 @@ class ModelRunner:
         for item in scheduled:
             seq, start, end = item.seq, item.start, item.start + item.num_new_tokens
             token_start = len(input_ids)
-            if item.num_new_tokens == 1:  # the common decode row, without a loop
-                input_ids.append(seq.token_ids[start])
-                positions.append(start)
-                slots.append(seq.block_table[start // bs] * bs + start % bs)
-                decode_indices.append(token_start)
-                decode_rows.append((seq.block_table, start + 1))
-                if item.is_sampled:
-                    logits_indices.append(token_start)
-                continue
-            if item.draft:
+            if item.num_new_tokens == 1 or item.draft:  # decode rows: one, or the last token and its draft
                 for position, token in enumerate(item.input_token_ids, start):
+                    decode_indices.append(len(input_ids))
+                    if item.is_sampled:
+                        logits_indices.append(len(input_ids))
                     input_ids.append(token)
                     positions.append(position)
                     slots.append(seq.block_table[position // bs] * bs + position % bs)
-                    decode_indices.append(len(input_ids) - 1)
                     decode_rows.append((seq.block_table, position + 1))
-                    logits_indices.append(len(input_ids) - 1)
                 continue
             input_ids.extend(seq.token_ids[start:end])
             positions.extend(range(start, end))

@@ -128,7 +128,7 @@ class Scheduler:
         while draft and manager.blocks_needed(seq.num_tokens + len(draft)) - len(seq.block_table) > manager.num_free_blocks - num_after:
             draft.pop()
         if draft:
-            self.block_manager.grow(seq, seq.num_tokens + len(draft))
+            manager.grow(seq, seq.num_tokens + len(draft))
         return tuple(draft)
 
     def _preempt(self, seq: Sequence) -> None:
