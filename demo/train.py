@@ -38,18 +38,20 @@ class Batcher:
     length and cut into batches of at most `max_tokens` row slots, padding included)."""
 
     def __init__(self, tokenizer: KimiTokenizer, rng: random.Random, *, max_tokens: int, max_len: int,
-                 max_single_entities: int, mix: tuple[float, float] = (0.6, 0.3), pool_size: int = 64) -> None:  # fmt: skip
+                 max_single_entities: int, mix: tuple[float, float] = (0.6, 0.3), wide_power: float = 2.0,
+                 pool_size: int = 64) -> None:  # fmt: skip
         self.tokenizer, self.rng = tokenizer, rng
         self.max_tokens, self.max_len, self.pool_size = max_tokens, max_len, pool_size
         self.max_single_entities = max_single_entities
-        self.mix = mix
+        self.mix, self.wide_power = mix, wide_power
         self.pad_id = tokenizer.token_id("[EOS]") or 0
         self._ready: list[dict[str, torch.Tensor]] = []
 
     def _document(self) -> tuple[list[int], list[bool]]:
         while True:
             seed = self.rng.randrange(TRAIN_SEED_LIMIT)
-            conversation = sample_conversation(random.Random(seed), max_single_entities=self.max_single_entities, mix=self.mix)
+            conversation = sample_conversation(random.Random(seed), max_single_entities=self.max_single_entities,
+                                                mix=self.mix, wide_power=self.wide_power)
             ids, mask = encode(self.tokenizer, conversation.segments())
             if len(ids) <= self.max_len:
                 return ids, mask
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--context-weight", type=float, default=0.2)
     parser.add_argument("--max-single-entities", type=int, default=8)
     parser.add_argument("--mix", default="0.6,0.3", help="shares of sub-agent and orchestrator conversations (the rest: single agents)")
+    parser.add_argument("--wide-power", type=float, default=2.0,
+                        help="orchestrator conversations have 2 + 15 r^P entities, r uniform (2: small tasks more often; 1: every size alike)")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -142,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     balancer = RoutingBalancer(model)
     batcher = Batcher(tokenizer, random.Random(args.seed * 7919 + step), max_tokens=args.batch_tokens,
                       max_len=args.max_len, max_single_entities=args.max_single_entities,
-                      mix=tuple(float(x) for x in args.mix.split(",")))  # fmt: skip
+                      mix=tuple(float(x) for x in args.mix.split(",")), wide_power=args.wide_power)  # fmt: skip
     eval_set = EvalSet.build(tokenizer, max_len=args.max_len)
     num_params = sum(p.numel() for p in model.parameters())
     print(f"model: {num_params / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size}; eval: {eval_set.describe()}", flush=True)

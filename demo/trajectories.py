@@ -163,13 +163,15 @@ def single_run(seed: int, num_entities: int) -> tuple[WideTask, Conversation]:
     return task, single(world, task)
 
 
-def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix: tuple[float, float] = (0.6, 0.3)) -> Conversation:
+def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix: tuple[float, float] = (0.6, 0.3),
+                        wide_power: float = 2.0) -> Conversation:
     """One training conversation from a fresh world (seed drawn from `rng`).
 
     Mixture, by conversation (`mix`: the sub-agents' and the orchestrators' shares):
     sub-agents (the lookups, short; one of a task of 1 to 16 entities, so its number in the
-    task runs to 16) 60%; orchestrators 30%, with 2 to 16 entities, small
-    N drawn more often (long tables are mostly more of the same copying); single agents
+    task runs to 16) 60%; orchestrators 30%, with N = 2 + 15 r^`wide_power` entities (r
+    uniform in [0, 1): the default 2 draws small N more often, long tables being mostly
+    more of the same copying; 1 draws every N alike); single agents
     the rest, 2 to `max_single_entities`. A curriculum starts with sub-agents only: short
     conversations in which the model first learns to copy.
     """
@@ -179,7 +181,7 @@ def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix
         world, task = seeded_task(seed, 1 + seed % 16)
         return subagent(world, task, task.entities[rng.randrange(len(task.entities))])
     if draw < mix[0] + mix[1]:
-        return swarm_run(seed, 2 + int(15 * rng.random() ** 2))[1][0]
+        return swarm_run(seed, 2 + int(15 * rng.random() ** wide_power))[1][0]
     return single_run(seed, rng.randint(2, max_single_entities))[1]
 
 
