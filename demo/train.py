@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/state.pt")
+    parser.add_argument("--warm-restart", action="store_true",
+                        help="with --resume: the schedule (warmup, then the cosine to --steps) starts again at the resumed step")
     parser.add_argument("--config", type=str, default="{}", help="JSON overrides of demo_config (e.g. a tiny test model)")
     parser.add_argument("--no-export", action="store_true")
     parser.add_argument("--export-only", action="store_true", help="export OUT_DIR/state.pt (implies --resume), no training")
@@ -154,11 +156,12 @@ def main(argv: list[str] | None = None) -> None:
     started = time.time()
     tokens_seen = 0
     last_step = min(args.steps, args.until) if args.until is not None else args.steps
+    schedule_start = step if args.warm_restart else 0
     while step < last_step and not args.export_only:
         if args.minutes is not None and time.time() - started > 60 * args.minutes:
             break
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
+            group["lr"] = learning_rate(step - schedule_start, args.steps - schedule_start, args.lr, args.warmup)
         batch = batcher.batch()
         loss, assistant_loss = loss_of(model, batch, args.context_weight)
         optimizer.zero_grad(set_to_none=True)
@@ -172,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"step {step} loss {loss.item():.3f} assistant {assistant_loss:.3f} imbalance {imbalance:.2f} "
                   f"{(time.time() - started) / 60:.1f} min", flush=True)  # fmt: skip
         if step % args.eval_every == 0 or step == last_step:
-            record = {"step": step, "minutes": round((time.time() - started) / 60, 2), "loss": round(loss.item(), 4),
+            record = {"step": step, "minutes": round((time.time() - started) / 60, 2), "lr": optimizer.param_groups[0]["lr"], "loss": round(loss.item(), 4),
                       "assistant_loss": round(assistant_loss, 4), "tokens": tokens_seen, **evaluate(model, eval_set)}  # fmt: skip
             print(json.dumps(record), flush=True)
             log.write(json.dumps(record) + "\n")

@@ -79,6 +79,10 @@ def test_twenty_steps_train_and_export(tokenizer_dir: Path, tmp_path: Path) -> N
     first = torch.load(out / "state.pt", weights_only=False)["model"]
     for name, tensor in torch.load(again / "state.pt", weights_only=False)["model"].items():
         assert torch.equal(tensor, first[name]), name
+    # A warm restart: the next phase warms up again from its first step, then decays to its --steps.
+    train.main([*args, "--resume", "--warm-restart", "--steps", "30", "--until", "21", "--no-export"])
+    record = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+    assert record["step"] == 21 and record["lr"] == pytest.approx(2e-3 / 5)
 
 
 @pytest.mark.parametrize("step, expected", [(0, 2e-3 / 5), (4, 2e-3), (100, 2e-4)])
