@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-export", action="store_true")
     parser.add_argument("--export-only", action="store_true", help="export OUT_DIR/state.pt (implies --resume), no training")
     args = parser.parse_args(argv)
+    if args.wide_power <= 0:
+        parser.error(f"--wide-power must be above 0 (1 draws every task size alike), not {args.wide_power}")
 
     torch.set_num_threads(args.threads)
     out: Path = args.out_dir

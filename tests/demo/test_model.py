@@ -85,6 +85,13 @@ def test_twenty_steps_train_and_export(tokenizer_dir: Path, tmp_path: Path) -> N
     assert record["step"] == 21 and record["lr"] == pytest.approx(2e-3 / 5)
 
 
+def test_a_wide_power_that_draws_no_task_size_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        train.main([str(tmp_path / "run"), "--wide-power", "0"])
+    assert exit_.value.code == 2 and "--wide-power must be above 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("step, expected", [(0, 2e-3 / 5), (4, 2e-3), (100, 2e-4)])
 def test_learning_rate_warms_up_then_decays(step: int, expected: float) -> None:
     assert train.learning_rate(step, 100, 2e-3, 5) == pytest.approx(expected)
