@@ -20,6 +20,8 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,7 +29,7 @@ import torch.nn.functional as F
 
 from demo.abilities import EvalSet, evaluate
 from demo.model import RoutingBalancer, build_model, demo_config, export_checkpoint, save_state, train_logits
-from demo.trajectories import TRAIN_SEED_LIMIT, encode, sample_conversation
+from demo.trajectories import TRAIN_SEED_LIMIT, Conversation, encode, sample_conversation
 from demo.vocab import build_tokenizer
 from model_runtime import load_model
 from model_runtime.tokenizer import KimiTokenizer
@@ -37,21 +39,18 @@ class Batcher:
     """Batches of whole conversations, one per row, of similar lengths (a pool is sorted by
     length and cut into batches of at most `max_tokens` row slots, padding included)."""
 
-    def __init__(self, tokenizer: KimiTokenizer, rng: random.Random, *, max_tokens: int, max_len: int,
-                 max_single_entities: int, mix: tuple[float, float] = (0.6, 0.3), wide_power: float = 2.0,
-                 pool_size: int = 64) -> None:  # fmt: skip
-        self.tokenizer, self.rng = tokenizer, rng
+    def __init__(self, tokenizer: KimiTokenizer, rng: random.Random, sample: Callable[[random.Random], Conversation], *,
+                 max_tokens: int, max_len: int, pool_size: int = 64) -> None:  # fmt: skip
+        """`sample`: one conversation from a seeded generator (`sample_conversation` with the run's mixture)."""
+        self.tokenizer, self.rng, self.sample = tokenizer, rng, sample
         self.max_tokens, self.max_len, self.pool_size = max_tokens, max_len, pool_size
-        self.max_single_entities = max_single_entities
-        self.mix, self.wide_power = mix, wide_power
         self.pad_id = tokenizer.token_id("[EOS]") or 0
         self._ready: list[dict[str, torch.Tensor]] = []
 
     def _document(self) -> tuple[list[int], list[bool]]:
         while True:
             seed = self.rng.randrange(TRAIN_SEED_LIMIT)
-            conversation = sample_conversation(random.Random(seed), max_single_entities=self.max_single_entities,
-                                                mix=self.mix, wide_power=self.wide_power)
+            conversation = self.sample(random.Random(seed))
             ids, mask = encode(self.tokenizer, conversation.segments())
             if len(ids) <= self.max_len:
                 return ids, mask
@@ -148,9 +147,9 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
     balancer = RoutingBalancer(model)
-    batcher = Batcher(tokenizer, random.Random(args.seed * 7919 + step), max_tokens=args.batch_tokens,
-                      max_len=args.max_len, max_single_entities=args.max_single_entities,
-                      mix=tuple(float(x) for x in args.mix.split(",")), wide_power=args.wide_power)  # fmt: skip
+    sample = partial(sample_conversation, max_single_entities=args.max_single_entities,
+                     mix=tuple(float(x) for x in args.mix.split(",")), wide_power=args.wide_power)  # fmt: skip
+    batcher = Batcher(tokenizer, random.Random(args.seed * 7919 + step), sample, max_tokens=args.batch_tokens, max_len=args.max_len)
     eval_set = EvalSet.build(tokenizer, max_len=args.max_len)
     num_params = sum(p.numel() for p in model.parameters())
     print(f"model: {num_params / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size}; eval: {eval_set.describe()}", flush=True)
