@@ -19,7 +19,7 @@ import shutil
 import statistics
 import time
 from contextlib import AsyncExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -28,8 +28,11 @@ from tools.browser import Browser, BrowserConfig, launch_chromium, open_context
 from tools.origins import OriginAllowlist
 from tools.fixture_web import FixtureWebServer, generate_world
 
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext
 
-async def one_agent(base_url: str, path: str, chromium: Any, background: BackgroundLoop, shared: Any) -> None:
+
+async def one_agent(base_url: str, path: str, chromium: Any, background: BackgroundLoop, shared: BrowserContext | None) -> None:
     async with Browser([base_url], chromium=chromium, background=background, shared=shared) as browser:
         snapshot = await browser.navigate(base_url + path)
         assert "Title:" in snapshot

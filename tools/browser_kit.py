@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -26,6 +26,9 @@ from tools.background import BackgroundLoop
 from tools.base import FunctionTool, ToolError, ToolOptionError, argument, check_known, option, schema
 from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, launch_chromium, open_context
 from tools.origins import OriginAllowlist
+
+if TYPE_CHECKING:
+    from playwright.async_api import BrowserContext
 
 
 class BrowserKit:
@@ -42,7 +45,7 @@ class BrowserKit:
         self._stack = AsyncExitStack()
         self._chromium: Any = None
         self._background: BackgroundLoop | None = None
-        self._shared: Any = None  # the agents' shared BrowserContext, with share_context
+        self._shared: BrowserContext | None = None  # the agents' one context, with share_context
 
     async def __aenter__(self) -> BrowserKit:
         from playwright.async_api import async_playwright
