@@ -198,6 +198,25 @@ class Browser:
             await self._act(lambda: self.page.goto(url, wait_until="load"), what=f"load {url}")
             return await self._snapshot()
 
+    async def load(self, url: str) -> None:
+        """Loads `url` as `navigate` does (allowlist, refusals, downloads), without a snapshot:
+        for a kit that reads the page its own way (`evaluate`)."""
+        if not self.allowlist.allows(url):
+            raise RefusedError(self.allowlist.refusal(url))
+        async with self._lock:
+            await self._act(lambda: self.page.goto(url, wait_until="load"), what=f"load {url}")
+
+    async def evaluate(self, function: str) -> Any:
+        """The JSON-able result of a JavaScript function run on the current page. Cheaper
+        than a snapshot (Playwright's snapshot script is set up anew on every document)."""
+        from playwright.async_api import Error as PlaywrightError
+
+        async with self._lock:
+            try:
+                return await self.page.evaluate(function)
+            except PlaywrightError as error:
+                raise ToolError(f"could not read {self.page.url}: {str(error).splitlines()[0]}") from None
+
     async def snapshot(self) -> str:
         async with self._lock:
             return await self._snapshot()

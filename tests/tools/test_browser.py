@@ -162,6 +162,24 @@ async def test_downloads_are_refused(browser: Browser, web: FixtureWebServer) ->
     assert "Fixture Web" in await browser.navigate(web.base_url + "/index.html")
 
 
+async def test_load_then_evaluate_reads_the_page_without_a_snapshot(
+    browser: Browser, web: FixtureWebServer, world: World, elsewhere: FixtureWebServer
+) -> None:
+    company = next(e for e in world.entities if e.kind == "company")
+    assert await browser.load(web.base_url + company.path) is None
+    title = await browser.evaluate("() => document.querySelector('h1').textContent")
+    assert title == company.name
+    cells = await browser.evaluate("() => [...document.querySelectorAll('td')].map(td => td.textContent)")
+    assert str(company.attributes["founded"]) in cells
+    num_requests = len(elsewhere.requested_paths)
+    with pytest.raises(RefusedError, match="not an allowed origin"):
+        await browser.load(elsewhere.base_url + "/index.html")  # the allowlist holds as for navigate
+    assert len(elsewhere.requested_paths) == num_requests
+    assert browser.page.url == web.base_url + company.path
+    with pytest.raises(ToolError, match="could not read"):
+        await browser.evaluate("() => { throw new Error('broken script') }")
+
+
 async def test_huge_page_snapshot_is_capped_and_find_still_works(chromium: Any, web: FixtureWebServer) -> None:
     config = BrowserConfig(max_snapshot_chars=2_000, max_find_lines=5)
     async with Browser([web.base_url], chromium=chromium, config=config) as browser:
