@@ -13,6 +13,7 @@ Playwright is imported only when the kit is entered, so building the registry is
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -46,6 +47,7 @@ class BrowserKit:
         self._chromium: Any = None
         self._background: BackgroundLoop | None = None
         self._shared: BrowserContext | None = None  # the agents' one context, with share_context
+        self._warming: set[asyncio.Task[None]] = set()  # browsers opening ahead of use (`lazy_browser(warm=True)`)
 
     async def __aenter__(self) -> BrowserKit:
         from playwright.async_api import async_playwright
@@ -64,6 +66,10 @@ class BrowserKit:
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        for task in self._warming:
+            task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.gather(*self._warming, return_exceptions=True)
         await self._stack.aclose()
         self._chromium = self._shared = None
 
@@ -73,11 +79,21 @@ class BrowserKit:
             yield browser_tools(browser.get, self.allowed_origins)
 
     @asynccontextmanager
-    async def lazy_browser(self) -> AsyncIterator[LazyBrowser]:
-        """An agent's browser, opened by its first tool call and closed when this exits."""
+    async def lazy_browser(self, *, warm: bool = False) -> AsyncIterator[LazyBrowser]:
+        """An agent's browser, opened by its first tool call and closed when this exits.
+
+        `warm`: start opening it now, in the background of the agent's first turns, so that
+        its first browser call need not wait for Chromium (for agents sure to browse). The
+        opening runs as a plain asyncio task (Playwright runs only on asyncio), which the
+        kit cancels at its exit if still running: not in a task group, because the swarm
+        enters kits and agents' tools in cancel scopes and closes them outside those."""
         if self._chromium is None:
             raise RuntimeError(f"{type(self).__name__}.for_agent called outside `async with kit`")
         browser = LazyBrowser(self.open_browser)
+        if warm:
+            task = asyncio.get_running_loop().create_task(browser.warm())
+            self._warming.add(task)
+            task.add_done_callback(self._warming.discard)
         try:
             yield browser
         finally:
@@ -114,9 +130,19 @@ class LazyBrowser:
                     raise ToolError(f"could not open a browser: {str(error).splitlines()[0]}") from None
             return self._browser
 
+    async def warm(self) -> None:
+        """Opens the browser ahead of its first use; a failure is left for that use to report."""
+        try:
+            await self.get()
+        except ToolError:
+            pass
+
     async def aclose(self) -> None:
-        self._browser = None
-        await self._stack.aclose()
+        # Under the lock: a browser a warming `get` is still opening is closed here too.
+        with anyio.move_on_after(30, shield=True):
+            async with self._lock:
+                self._browser = None
+                await self._stack.aclose()
 
 
 def browser_kit_from_options(options: Mapping[str, Any], workdir: Path) -> BrowserKit:

@@ -15,6 +15,7 @@ from swarm.errors import TaskFileError
 from swarm.toolkits import default_registry
 from swarm.tooling import Tool
 from tools.base import ToolError
+from tools.browser_kit import BrowserKit
 from tools.fixture_web import FixtureWebServer, generate_world, render_site
 
 pytestmark = pytest.mark.anyio
@@ -64,6 +65,22 @@ async def test_browser_kit_through_the_swarm_seam(tmp_path: Path, web: FixtureWe
             assert other.page.url == "about:blank"  # another agent's page, not this one's
             assert (kit._shared is not None and other.page.context is kit._shared) == share_context
         assert num_pages() == 0  # both closed with their agents
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
+async def test_a_warm_browser_opens_before_its_first_call_and_closes_with_its_agent(web: FixtureWebServer) -> None:
+    async with BrowserKit([web.base_url], share_context=True) as kit:
+        assert kit._shared is not None
+        async with kit.lazy_browser(warm=True) as browser:
+            with anyio.fail_after(20):
+                while not kit._shared.pages:  # opening in the background: nothing has asked for it
+                    await anyio.sleep(0.01)
+            page = (await browser.get()).page
+            assert kit._shared.pages == [page]
+        assert kit._shared.pages == []
+        async with kit.lazy_browser(warm=True):
+            pass  # left at once, while its page may still be opening: closed all the same
+        assert kit._shared.pages == []
 
 
 def kit_options(name: str, web: FixtureWebServer, tmp_path: Path) -> dict[str, dict[str, object]]:
