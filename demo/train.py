@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from demo.abilities import EvalSet, evaluate
+from demo.tasks import MAX_LABELS
 from demo.model import RoutingBalancer, build_model, demo_config, export_checkpoint, save_state, train_logits
 from demo.trajectories import TRAIN_SEED_LIMIT, Conversation, encode, sample_conversation
 from demo.vocab import build_tokenizer
@@ -100,6 +101,27 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def _label_range(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high or low))
+    except ValueError:
+        parser.error(f"--labels takes a range such as 1-4, not {text!r}")
+    if not 1 <= bounds[0] <= bounds[1] <= MAX_LABELS:
+        parser.error(f"--labels must lie within 1-{MAX_LABELS}, not {text!r}")
+    return bounds
+
+
+def _mix(parser: argparse.ArgumentParser, text: str) -> tuple[float, float]:
+    try:
+        subagents, orchestrators = (float(x) for x in text.split(","))
+    except ValueError:
+        parser.error(f"--mix takes two shares such as 0.6,0.3 (sub-agents, orchestrators; the rest: single agents), not {text!r}")
+    if subagents < 0 or orchestrators < 0 or subagents + orchestrators > 1:
+        parser.error(f"--mix shares must be at least 0 and add up to at most 1, not {text!r}")
+    return subagents, orchestrators
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
@@ -113,8 +135,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--context-weight", type=float, default=0.2)
     parser.add_argument("--max-single-entities", type=int, default=8)
     parser.add_argument("--mix", default="0.6,0.3", help="shares of sub-agent and orchestrator conversations (the rest: single agents)")
+    parser.add_argument("--subagents-first", type=int, default=0, metavar="STEPS",
+                        help="a curriculum: sub-agent conversations only (short: copying emerges there first) until this step, then --mix")
     parser.add_argument("--wide-power", type=float, default=2.0,
                         help="orchestrator conversations have 2 + 15 r^P entities, r uniform (2: small tasks more often; 1: every size alike)")
+    parser.add_argument("--labels", default="2-2", help="attributes a task asks for, drawn from this range (the demo asks for 2; at most 4)")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -127,6 +152,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.wide_power <= 0:
         parser.error(f"--wide-power must be above 0 (1 draws every task size alike), not {args.wide_power}")
+    labels = _label_range(parser, args.labels)
+    mix = _mix(parser, args.mix)
 
     torch.set_num_threads(args.threads)
     out: Path = args.out_dir
@@ -147,9 +174,13 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
     balancer = RoutingBalancer(model)
-    sample = partial(sample_conversation, max_single_entities=args.max_single_entities,
-                     mix=tuple(float(x) for x in args.mix.split(",")), wide_power=args.wide_power)  # fmt: skip
-    batcher = Batcher(tokenizer, random.Random(args.seed * 7919 + step), sample, max_tokens=args.batch_tokens, max_len=args.max_len)
+    def sampler(mix: tuple[float, float]) -> Callable[[random.Random], Conversation]:
+        return partial(sample_conversation, max_single_entities=args.max_single_entities, mix=mix, wide_power=args.wide_power, labels=labels)
+
+    sample = sampler(mix)
+    in_curriculum = step < args.subagents_first
+    batcher = Batcher(tokenizer, random.Random(args.seed * 7919 + step), sampler((1.0, 0.0)) if in_curriculum else sample,
+                      max_tokens=args.batch_tokens, max_len=args.max_len)  # fmt: skip
     eval_set = EvalSet.build(tokenizer, max_len=args.max_len)
     num_params = sum(p.numel() for p in model.parameters())
     print(f"model: {num_params / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size}; eval: {eval_set.describe()}", flush=True)
@@ -163,6 +194,10 @@ def main(argv: list[str] | None = None) -> None:
             break
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step - schedule_start, args.steps - schedule_start, args.lr, args.warmup)
+        if in_curriculum and step >= args.subagents_first:
+            in_curriculum = False
+            batcher = Batcher(tokenizer, random.Random(args.seed * 7919 + step), sample, max_tokens=args.batch_tokens, max_len=args.max_len)
+            print(f"step {step}: sub-agents-only curriculum over, mix {args.mix}", flush=True)
         batch = batcher.batch()
         loss, assistant_loss = loss_of(model, batch, args.context_weight)
         optimizer.zero_grad(set_to_none=True)

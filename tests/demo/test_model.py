@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from demo import train
 from demo.model import build_model, demo_config, export_checkpoint, train_logits
+from demo.trajectories import sample_conversation
 from model_runtime import load_model
 from model_runtime.tokenizer import KimiTokenizer
 
@@ -89,6 +92,50 @@ def test_a_wide_power_that_draws_no_task_size_is_a_usage_error(tmp_path: Path, c
     with pytest.raises(SystemExit) as exit_:
         train.main([str(tmp_path / "run"), "--wide-power", "0"])
     assert exit_.value.code == 2 and "--wide-power must be above 0" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_curriculum_trains_on_sub_agents_first_then_the_mix(
+    tokenizer_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    (out / "tokenizer").mkdir(parents=True)
+    for name in ("tiktoken.model", "tokenizer_config.json"):
+        (out / "tokenizer" / name).write_bytes((tokenizer_dir / name).read_bytes())
+    drawn: list[tuple[float, float, str]] = []
+
+    def sample(rng: random.Random, **options: Any) -> Any:
+        conversation = sample_conversation(rng, **options)
+        drawn.append((*options["mix"], conversation.role))
+        return conversation
+
+    monkeypatch.setattr(train, "sample_conversation", sample)
+    train.main([str(out), "--steps", "6", "--subagents-first", "3", "--mix", "0,1", "--eval-every", "100", "--batch-tokens", "1024",
+                "--max-len", "700", "--warmup", "2", "--config", json.dumps(TINY), "--no-export"])  # fmt: skip
+    first = [d for d in drawn if d[:2] == (1.0, 0.0)]
+    assert first and {role for *_, role in first} == {"subagent"}
+    assert drawn[: len(first)] == first  # the mix only after the curriculum
+    rest = drawn[len(first) :]
+    assert rest and {d[:2] for d in rest} == {(0.0, 1.0)} and {role for *_, role in rest} == {"orchestrator"}
+    assert "step 3: sub-agents-only curriculum over" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--mix", "0.5"], "--mix takes two shares"),
+        (["--mix", "0.8,0.4"], "add up to at most 1"),
+        (["--mix=-0.1,0.5"], "at least 0"),
+        (["--labels", "0-2"], "--labels must lie within 1-4"),
+        (["--labels", "two"], "--labels takes a range"),
+    ],
+)
+def test_bad_mixtures_and_label_ranges_are_usage_errors(
+    option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        train.main([str(tmp_path / "run"), *option])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 
