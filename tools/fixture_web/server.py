@@ -20,6 +20,13 @@ from tools.fixture_web.render import entity_page, index_page, prose, search, sea
 from tools.fixture_web.world import World
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a swarm's 16 agents connecting at once overflow
+    # it, and each connection refused that way waits for its SYN's retransmission (1 s).
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class FixtureWebServer:
     """The fixture web on `base_url` while entered (`with FixtureWebServer(world) as web:`)."""
 
@@ -30,8 +37,7 @@ class FixtureWebServer:
         self._pages = {"/": index_page(world), "/index.html": index_page(world)}
         self._pages["/search.html"] = search_page(world, None)
         self._pages |= {entity.path: entity_page(world, entity) for entity in world.entities}
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = _Server((host, port), self._handler_class())
         self._thread = threading.Thread(target=self._server.serve_forever, name="fixture-web", daemon=True)
 
     @property
