@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,16 +117,21 @@ class Browser:
     def __init__(
         self, allowed_origins: Iterable[str], *, chromium: Chromium | None = None,
         config: BrowserConfig | None = None, background: BackgroundLoop | None = None,
-        shared: BrowserContext | None = None,
+        shared: BrowserContext | None = None, new_page: Callable[[], Awaitable[Page]] | None = None,
     ) -> None:  # fmt: skip
         """`chromium` and `background` are shared run-wide by a kit; without them it starts its own.
         With `shared` (a context from `open_context` with the same allowed origins), this
-        Browser opens only its own page, in that context."""
+        Browser opens only its own page, in that context: `new_page()` if given (a page of
+        `shared` opened ahead of use, `WarmBrowsers.new_page`), else `shared.new_page()`.
+        The page is this Browser's until it exits, then closed."""
         self.allowlist = OriginAllowlist(allowed_origins)
         self.config = config or BrowserConfig()
         self._chromium = chromium
         self._background = background
         self._shared = shared
+        if new_page is not None and shared is None:
+            raise ValueError("Browser(new_page=...) gives pages of a shared context: pass that context as `shared`")
+        self._new_page = new_page or (shared.new_page if shared is not None else None)
         self._stack = AsyncExitStack()
         self._page: Page | None = None
         self._refs: set[str] = set()
@@ -136,8 +141,8 @@ class Browser:
 
     async def __aenter__(self) -> Browser:
         async with AsyncExitStack() as stack:
-            if self._shared is not None:
-                self._page = await self._shared.new_page()
+            if self._new_page is not None:
+                self._page = await self._new_page()
                 stack.push_async_callback(self._page.close)
             else:
                 chromium = self._chromium

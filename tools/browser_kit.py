@@ -29,7 +29,65 @@ from tools.browser import CHROMIUM_NAMES, Browser, BrowserConfig, launch_chromiu
 from tools.origins import OriginAllowlist
 
 if TYPE_CHECKING:
-    from playwright.async_api import BrowserContext
+    from playwright.async_api import BrowserContext, Page
+
+
+class WarmBrowsers:
+    """Chromium with one shared context kept open across runs, and pages of it opened ahead
+    of use: for a process that runs swarm after swarm on one site (the demo runs both
+    modes), so that no run waits for Chromium to start or for its agents' pages to open.
+
+    `BrowserKit(..., warm=this)` borrows it instead of launching Chromium (its agents'
+    browsers are pages of the shared context, as with `share_context`). `refill()`, between
+    runs, opens pages until `spare_pages` wait (16 pages opened at once cost Chromium ~2 s
+    on 2 cores, most of a 16-agent run's browsing); `new_page()` hands out a waiting one,
+    or opens one if none is left. Pages are not reused: an agent's page closes with it.
+    """
+
+    def __init__(self, allowed_origins: Sequence[str], config: BrowserConfig | None = None, *, spare_pages: int = 16) -> None:
+        self.allowed_origins = list(allowed_origins)
+        self.config = config or BrowserConfig()
+        self.spare_pages = spare_pages
+        self._stack = AsyncExitStack()
+        self._spares: list[Page] = []
+        self.chromium: Any = None
+        self.background: BackgroundLoop | None = None
+        self.context: BrowserContext | None = None
+
+    async def __aenter__(self) -> WarmBrowsers:
+        from playwright.async_api import async_playwright
+
+        async with AsyncExitStack() as stack:
+            playwright = await stack.enter_async_context(async_playwright())
+            self.chromium = await launch_chromium(playwright, self.config)
+            stack.push_async_callback(self.chromium.close)
+            self.background = await stack.enter_async_context(BackgroundLoop())
+            self.context = await open_context(stack, self.chromium, self.background, OriginAllowlist(self.allowed_origins), self.config)
+            await self.refill()
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._spares = []
+        await self._stack.aclose()
+        self.chromium = self.background = self.context = None
+
+    async def refill(self) -> None:
+        """Opens pages, all at once, until `spare_pages` wait."""
+        context = self._context()
+        missing = self.spare_pages - len(self._spares)
+        if missing > 0:
+            self._spares += await asyncio.gather(*(context.new_page() for _ in range(missing)))
+
+    async def new_page(self) -> Page:
+        return self._spares.pop() if self._spares else await self._context().new_page()
+
+    def _context(self) -> BrowserContext:
+        if self.context is None:
+            raise RuntimeError("WarmBrowsers used outside `async with`")
+        return self.context
 
 
 class BrowserKit:
@@ -37,12 +95,18 @@ class BrowserKit:
 
     name = "browser"
 
-    def __init__(self, allowed_origins: Sequence[str], config: BrowserConfig | None = None, *, share_context: bool = False) -> None:
+    def __init__(self, allowed_origins: Sequence[str], config: BrowserConfig | None = None, *, share_context: bool = False,
+                 warm: WarmBrowsers | None = None) -> None:  # fmt: skip
         """`share_context`: the agents' browsers are pages of one context (shared cookies and
-        storage; much cheaper when many agents start at once, see `open_context`)."""
+        storage; much cheaper when many agents start at once, see `open_context`).
+        `warm`: borrow that Chromium and its context (open, with the same allowed origins)
+        instead of launching one; implies `share_context`."""
+        if warm is not None and OriginAllowlist(warm.allowed_origins).entries != OriginAllowlist(allowed_origins).entries:
+            raise ValueError(f"the warm browsers allow {warm.allowed_origins}, not this kit's {list(allowed_origins)}")
         self.allowed_origins = list(allowed_origins)
-        self.config = config or BrowserConfig()
-        self.share_context = share_context
+        self.config = warm.config if warm is not None else config or BrowserConfig()
+        self.share_context = share_context or warm is not None
+        self.warm = warm
         self._stack = AsyncExitStack()
         self._chromium: Any = None
         self._background: BackgroundLoop | None = None
@@ -52,6 +116,11 @@ class BrowserKit:
     async def __aenter__(self) -> BrowserKit:
         from playwright.async_api import async_playwright
 
+        if self.warm is not None:
+            if self.warm.context is None:
+                raise RuntimeError("BrowserKit(warm=...) entered while its WarmBrowsers is not open")
+            self._chromium, self._background, self._shared = self.warm.chromium, self.warm.background, self.warm.context
+            return self
         async with AsyncExitStack() as stack:
             playwright = await stack.enter_async_context(async_playwright())
             self._chromium = await launch_chromium(playwright, self.config)
@@ -104,7 +173,9 @@ class BrowserKit:
         in the kit's shared context."""
         if self._chromium is None:
             raise RuntimeError(f"{type(self).__name__}.for_agent called outside `async with kit`")
-        return Browser(self.allowed_origins, chromium=self._chromium, config=self.config, background=self._background, shared=self._shared)
+        new_page = self.warm.new_page if self.warm is not None else None
+        return Browser(self.allowed_origins, chromium=self._chromium, config=self.config, background=self._background,
+                       shared=self._shared, new_page=new_page)  # fmt: skip
 
 
 class LazyBrowser:

@@ -15,7 +15,7 @@ from swarm.errors import TaskFileError
 from swarm.toolkits import default_registry
 from swarm.tooling import Tool
 from tools.base import ToolError
-from tools.browser_kit import BrowserKit
+from tools.browser_kit import BrowserKit, WarmBrowsers
 from tools.fixture_web import FixtureWebServer, generate_world, render_site
 
 pytestmark = pytest.mark.anyio
@@ -81,6 +81,32 @@ async def test_a_warm_browser_opens_before_its_first_call_and_closes_with_its_ag
         async with kit.lazy_browser(warm=True):
             pass  # left at once, while its page may still be opening: closed all the same
         assert kit._shared.pages == []
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs chromium")
+async def test_kits_borrowing_warm_browsers_use_their_waiting_pages_and_leave_chromium_open(web: FixtureWebServer) -> None:
+    async with WarmBrowsers([web.base_url], spare_pages=2) as warm:
+        assert warm.context is not None
+        waiting = list(warm.context.pages)
+        assert len(waiting) == 2
+        for _ in range(2):  # one run, then another on the same Chromium
+            async with BrowserKit([web.base_url], warm=warm) as kit:
+                assert kit._chromium is warm.chromium and kit.share_context
+                async with kit.for_agent("agent-1") as tools, kit.for_agent("agent-2") as others:
+                    for agent_tools in (tools, others):
+                        navigate = next(tool for tool in agent_tools if tool.name == "browser_navigate")
+                        assert "Fixture Web" in await navigate({"url": web.base_url + "/index.html"})
+                    assert set(warm.context.pages) == set(waiting)  # the waiting pages, no new ones
+                async with kit.for_agent("agent-3") as tools:  # none waits now: it opens one
+                    navigate = next(tool for tool in tools if tool.name == "browser_navigate")
+                    await navigate({"url": web.base_url + "/index.html"})
+                    assert len(warm.context.pages) == 1 and warm.context.pages[0] not in waiting
+            assert warm.chromium.is_connected() and warm.context.pages == []
+            await warm.refill()
+            waiting = list(warm.context.pages)
+            assert len(waiting) == 2
+    with pytest.raises(ValueError, match="the warm browsers allow"):
+        BrowserKit(["http://127.0.0.1:1"], warm=warm)
 
 
 def kit_options(name: str, web: FixtureWebServer, tmp_path: Path) -> dict[str, dict[str, object]]:
