@@ -30,6 +30,7 @@ from swarm.limits import Limits
 from swarm.model import ChatModel
 from swarm.recorder import Recorder
 from swarm.summary import run_summary
+from tools.browser_kit import WarmBrowsers
 from tools.fixture_web.server import FixtureWebServer
 
 DEFAULT_CHECKPOINT = Path(__file__).parent / "checkpoint"
@@ -55,13 +56,20 @@ def load_demo_model(checkpoint: Path) -> ChatModel:
 
 
 class DemoSession:
-    """One demo while it is open (`demo_session`): the task, the site serving its world, and
-    the model every run shares. `coordinator` gives one mode's run (`open_run`: the same as
-    the TUI's opener); `demo_result` scores the finished runs from the trace."""
+    """One demo while it is open (`demo_session`): the task, the site serving its world, the
+    model every run shares, and Chromium kept open for every run (`warm`). `prepare` then
+    `coordinator` give one mode's run (`open_run`: the same, as the TUI's opener);
+    `demo_result` scores the finished runs from the trace."""
 
-    def __init__(self, task: WideTask, base_url: str, model: RetryingModel, *, num_entities: int, model_label: str) -> None:
-        self.task, self.base_url, self.model = task, base_url, model
+    def __init__(self, task: WideTask, base_url: str, model: RetryingModel, warm: WarmBrowsers, *, num_entities: int,
+                 model_label: str) -> None:  # fmt: skip
+        self.task, self.base_url, self.model, self.warm = task, base_url, model, warm
         self.num_entities, self.model_label = num_entities, model_label
+
+    async def prepare(self) -> None:
+        """Before a run: a page waiting for each agent it may have (`WarmBrowsers.refill`),
+        as a browser pool serving swarms keeps them, so no run's clock includes opening one."""
+        await self.warm.refill()
 
     def coordinator(self, mode: str, sink: TraceSink, *, run_id: str | None = None, stream_text: bool = False) -> Coordinator:
         request = RunRequest(
@@ -69,28 +77,32 @@ class DemoSession:
             system_prompt=ORCHESTRATOR_PROMPT if mode == "swarm" else SINGLE_PROMPT,
             model_label=self.model_label, config_json="{}",
         )  # fmt: skip
-        kits = [FixtureWebKit(self.base_url)]
+        kits = [FixtureWebKit(self.base_url, warm=self.warm)]
         return Coordinator(request, self.model, kits, sink, run_id=run_id, stream_text=stream_text)
 
     @asynccontextmanager
     async def open_run(self, mode: str, sink: TraceSink, run_id: str, *, stream_text: bool = True) -> AsyncIterator[Coordinator]:
-        """`coordinator` as an async context manager (the TUI's `LiveRun` opener); the model
-        outlives it, the session closes it."""
+        """`prepare`, then `coordinator` as an async context manager (the TUI's `LiveRun`
+        opener); the model outlives it, the session closes it."""
+        await self.prepare()
         yield self.coordinator(mode, sink, run_id=run_id, stream_text=stream_text)
 
 
 @asynccontextmanager
 async def demo_session(*, seed: int, num_entities: int, model: ChatModel, model_label: str = "local:demo",
                        close_model: bool = True) -> AsyncIterator[DemoSession]:  # fmt: skip
-    """Serves the world of `seed` on loopback while open; `model` is closed on exit (once,
-    after every run) unless `close_model` is False (a benchmark reuses it)."""
+    """Serves the world of `seed` on loopback and keeps Chromium open for it while open;
+    `model` is closed on exit (once, after every run) unless `close_model` is False (a
+    benchmark reuses it)."""
     if not 1 <= num_entities <= MAX_ENTITIES:
         raise ValueError(f"--entities must be between 1 and {MAX_ENTITIES}")
     world, task = seeded_task(seed, num_entities)
     retrying = RetryingModel(model, policy=RetryPolicy(), limiter=AdaptiveLimiter(17))
     web = FixtureWebServer(world).start()
     try:
-        yield DemoSession(task, web.base_url, retrying, num_entities=num_entities, model_label=model_label)
+        # A page for every agent of a swarm run: the orchestrator's (its kit opens one too) and one per entity.
+        async with WarmBrowsers([web.base_url], spare_pages=num_entities + 1) as warm:
+            yield DemoSession(task, web.base_url, retrying, warm, num_entities=num_entities, model_label=model_label)
     finally:
         with anyio.CancelScope(shield=True):
             if close_model:
@@ -133,6 +145,7 @@ def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStor
                                     close_model=close_model) as session:  # fmt: skip
                 sessions.append(session)
                 for mode in modes:
+                    await session.prepare()
                     outcome = await session.coordinator(mode, sink).run()
                     run_ids[mode] = outcome.run_id
 

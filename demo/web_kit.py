@@ -41,7 +41,7 @@ import httpx
 from demo.tasks import page_label
 from tools.base import FunctionTool, ToolError, argument, schema
 from tools.browser import Browser, BrowserConfig
-from tools.browser_kit import BrowserKit
+from tools.browser_kit import BrowserKit, WarmBrowsers
 from tools.fixture_web.render import search
 from tools.fixture_web.world import Entity, World
 
@@ -87,9 +87,10 @@ class FixtureWebKit(BrowserKit):
 
     name = "fixture_web"
 
-    def __init__(self, base_url: str, config: BrowserConfig | None = None) -> None:
+    def __init__(self, base_url: str, config: BrowserConfig | None = None, *, warm: WarmBrowsers | None = None) -> None:
+        """`warm`: Chromium kept open across runs, with pages waiting (`WarmBrowsers([base_url])`)."""
         self.base_url = base_url.rstrip("/")
-        super().__init__([self.base_url], config, share_context=True)
+        super().__init__([self.base_url], config, share_context=True, warm=warm)
         self._client: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> FixtureWebKit:
