@@ -102,6 +102,8 @@ class RunsScreen(Screen):
         except (StorageError, SQLAlchemyError) as exc:  # shown; the next reload tries again
             self.notify(f"cannot read runs: {exc}", severity="warning")
             return
+        if not self.query("#runs"):  # torn down while it read (the app is quitting)
+            return
         self.show_runs(runs, time.time())
 
     def show_runs(self, runs: list[RunSummary], now: float) -> None:
