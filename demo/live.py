@@ -35,6 +35,7 @@ class DemoJob:
         self.result: dict[str, Any] | None = None
 
     async def __call__(self, app: SwarmApp) -> None:
+        app.notify("demo: starting the fixture site and Chromium", timeout=5)
         async with demo_session(seed=self.seed, num_entities=self.num_entities, model=self.model,
                                 model_label=self.model_label) as session:  # fmt: skip
             for mode in self.modes:

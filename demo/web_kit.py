@@ -21,6 +21,9 @@ same real pages in fewer tokens:
 Every agent's browser is a page of one shared browser context (`BrowserKit(share_context=
 True)`): the site is read-only, so sharing cookies costs nothing, and 16 sub-agents opening
 a context each at once cost Chromium ~4x more wall time on 2 cores than 16 pages of one.
+Every agent here browses, so its page opens while its first turn runs (`lazy_browser(warm=
+True)`); `swarm demo` goes further and keeps Chromium open across its runs with pages
+waiting (`warm=WarmBrowsers(...)`).
 
 `search_text` and `facts_text` compute the same observations from a `World` without
 a browser; the trajectory generator uses them (thousands of pages), and a test checks

@@ -82,9 +82,10 @@ async def test_the_demo_runs_swarm_then_single_in_the_tui_and_shows_the_figures(
     job = DemoJob(seed=3, num_entities=2, model=model)
     app = SwarmApp(store, job=job)
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))  # once Chromium is up, before the run ends
         swarm_screen = app.screen
-        assert isinstance(swarm_screen, RunScreen) and swarm_screen.live is not None  # the swarm run shows at once
+        assert isinstance(swarm_screen, RunScreen) and swarm_screen.live is not None
+        assert any("starting" in n.message for n in app._notifications)  # what the wait before it was
         await wait_for(pilot, lambda: job.result is not None)
         single_screen = app.screen
         assert isinstance(single_screen, RunScreen) and single_screen is not swarm_screen  # opened over it
@@ -113,9 +114,8 @@ async def test_quitting_mid_demo_cancels_the_swarm_run_and_starts_no_baseline(tm
     job = DemoJob(seed=4, num_entities=2, model=model)
     app = SwarmApp(store, job=job)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause()
+        await wait_for(pilot, lambda: isinstance(app.screen, RunScreen))
         screen = app.screen
-        assert isinstance(screen, RunScreen)
         await wait_for(pilot, lambda: len(screen.model.agents) == 3)  # both sub-agents thinking
         assert chromium_children() != []  # their browsers are up (so the check below means something)
         await pilot.press("ctrl+c")
