@@ -15,14 +15,15 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from demo.tasks import label_list, split_label_list, table_row, table_text
-from demo.trajectories import ORCHESTRATOR_PROMPT, SINGLE_PROMPT, SUBAGENT_NAME, Message
+from demo.tasks import table_row, table_text
+from demo.trajectories import (
+    ORCHESTRATOR_PROMPT, SINGLE_PROMPT, SUBAGENT_NAME, SUBAGENT_PROMPT, Message,
+)  # fmt: skip
 from swarm.messages import Message as SwarmMessage
 from swarm.messages import ToolCall, ToolSpec, Usage
 from swarm.model import CallContext, ModelResponse
 
-_PROMPT = re.compile(r"For each of these \d+ (?P<what>\w+), find (?P<labels>.+?): (?P<names>.+)\. Answer with a table\.")
-_FINDER = re.compile(r"Find (?P<labels>.+)\.")
+_PROMPT = re.compile(r"For each of these \d+ (?P<what>\w+), find (?P<a>.+?) and (?P<b>.+?): (?P<names>.+)\. Answer with a table\.")
 _KIND = {"cities": "city", "companies": "company", "people": "person"}
 
 
@@ -31,13 +32,12 @@ def _call(name: str, index: int, arguments: dict[str, Any]) -> dict[str, Any]:
             "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}  # fmt: skip
 
 
-def _calls(*calls: dict[str, Any], content: str = "") -> Message:
-    return {"role": "assistant", "content": content, "tool_calls": list(calls)}
+def _calls(*calls: dict[str, Any]) -> Message:
+    return {"role": "assistant", "content": "", "tool_calls": list(calls)}
 
 
 def _row(number: int, name: str, facts: str, labels: Sequence[str]) -> str:
-    """The table row of an entity from its page's facts ("Name\\n- Label: value\\n...")."""
-    values = dict(line.removeprefix("- ").split(": ", 1) for line in facts.splitlines()[1:] if ": " in line)
+    values = dict(line.split(": ", 1) for line in facts.splitlines()[1:] if ": " in line)
     return table_row(number, name, [(label, values.get(label, "?")) for label in labels])
 
 
@@ -45,35 +45,34 @@ def next_turn(messages: Sequence[Message]) -> Message:
     system, task = messages[0]["content"], messages[1]["content"]
     turns = [m for m in messages if m["role"] == "assistant"]
     results = [m["content"] for m in messages if m["role"] == "tool"]
-    finder = _FINDER.fullmatch(system)
-    if finder is not None:  # a sub-agent: "Find A and B.", its task "3 Name"
-        number, name = task.split(" ", 1)
-        return _lookup_turn(name, len(turns), results) or {"role": "assistant", "content": _row(int(number), name, results[-1], split_label_list(finder["labels"]))}
+    if system == SUBAGENT_PROMPT:
+        head, labels = task.split(": ", 1)
+        number, name = head.split(" ", 1)
+        return _lookup_turn(name, len(turns), results) or {"role": "assistant", "content": _row(int(number), name, results[-1], labels.split(", "))}
     match = _PROMPT.fullmatch(task)
     if match is None:
         return {"role": "assistant", "content": "I cannot read this task."}
-    kind, labels = _KIND[match["what"]], split_label_list(match["labels"])
+    kind, labels = _KIND[match["what"]], (match["a"], match["b"])
     names = [item.split(" ", 1)[1] for item in match["names"].split(", ")]  # "1 Lope, 2 Zanra"
     if system == ORCHESTRATOR_PROMPT:
         if not turns:
-            create = _call("create_subagent", 0, {"name": SUBAGENT_NAME, "system_prompt": f"Find {label_list(labels)}."})
-            assigns = [_call("assign_task", i, {"agent": SUBAGENT_NAME, "task": f"{i} {n}"}) for i, n in enumerate(names, start=1)]
+            create = _call("create_subagent", 0, {"name": SUBAGENT_NAME, "system_prompt": SUBAGENT_PROMPT})
+            assigns = [_call("assign_task", i, {"agent": SUBAGENT_NAME, "task": f"{i} {n}: {labels[0]}, {labels[1]}"}) for i, n in enumerate(names, start=1)]
             return _calls(create, *assigns)
         return {"role": "assistant", "content": table_text(kind, labels, list(results[1:]))}
     if system == SINGLE_PROMPT:
-        done = len(turns) // 2  # entities looked up so far
-        note = _row(done, names[done - 1], results[-1], labels) if done and len(turns) % 2 == 0 else ""
         if len(turns) < 2 * len(names):
-            return _lookup_turn(names[done], len(turns) % 2, results[-1:], note) or {}
-        notes = [turn["content"] for turn in turns[2::2]]  # the rows written so far, then the last one
-        return {"role": "assistant", "content": table_text(kind, labels, [*notes, note])}
+            entity = names[len(turns) // 2]
+            return _lookup_turn(entity, len(turns) % 2, results[-1:]) or {}
+        rows = [_row(i, name, page, labels) for i, (name, page) in enumerate(zip(names, results[1::2], strict=True), start=1)]
+        return {"role": "assistant", "content": table_text(kind, labels, rows)}
     return {"role": "assistant", "content": "I cannot read this task."}
 
 
-def _lookup_turn(name: str, step: int, results: Sequence[str], note: str = "") -> Message | None:
-    """Step 0: (after `note`) search for the name; step 1: open the URL the search gave; else None."""
+def _lookup_turn(name: str, step: int, results: Sequence[str]) -> Message | None:
+    """Step 0: search for the name; step 1: open the URL the search gave; else None."""
     if step == 0:
-        return _calls(_call("web_search", 0, {"query": name}), content=note)
+        return _calls(_call("web_search", 0, {"query": name}))
     if step == 1:
         return _calls(_call("browser_navigate", 0, {"url": results[-1].split(": ", 1)[-1]}))
     return None

@@ -4,14 +4,12 @@ Every agent of a run is one conversation, written the way the swarm writes it
 (swarm/agent.py's messages, backends/local.py's `to_kimi_dict`) and rendered by the
 same `render_chat` with the demo's chat template (chat_template.jinja):
 
-    orchestrator  system, user prompt; one turn that calls create_subagent (its system
-                  prompt says what to find) and one assign_task per entity (they run in
-                  parallel); the N answers; the table
-    subagent      system (the orchestrator's), its task (number and name); web_search;
-                  browser_navigate; its row of the table
+    orchestrator  system, user prompt; one turn that calls create_subagent and one
+                  assign_task per entity (they run in parallel); the N answers; the table
+    subagent      system (the orchestrator's), its task; web_search; browser_navigate;
+                  the values
     single        system, user prompt; web_search and browser_navigate per entity, one
-                  after another, each search turn opening with the row of the entity
-                  just read (the notes a sub-agent would have answered with); the table
+                  after another; the table
 
 Tool results are what the demo kit (demo/web_kit.py) returns for those pages; the
 coordinator's own results (create_subagent's confirmation) are its exact strings.
@@ -31,7 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from demo.tasks import DEMO_NUM_LABELS, WideTask, seeded_task
+from demo.tasks import WideTask, seeded_task
 from demo.web_kit import facts_text, search_text
 from model_runtime.chat_format import render_chat
 from tools.fixture_web.world import Entity, World
@@ -39,6 +37,7 @@ from tools.fixture_web.world import Entity, World
 ORCHESTRATOR_PROMPT = "You lead a swarm. Give each entity to a finder, then answer with a table."
 SINGLE_PROMPT = "Look up each entity in turn, then answer with a table."
 SUBAGENT_NAME = "finder"
+SUBAGENT_PROMPT = "Look up the entity and answer with the values."
 
 KIT_TOOLS = ("web_search", "browser_navigate")
 SWARM_TOOLS = ("create_subagent", "assign_task")
@@ -100,27 +99,27 @@ def _call(name: str, index: int, arguments: dict[str, Any]) -> dict[str, Any]:
             "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}  # fmt: skip
 
 
-def _calls(*calls: dict[str, Any], content: str = "") -> Message:
-    return {"role": "assistant", "content": content, "tool_calls": list(calls)}
+def _calls(*calls: dict[str, Any]) -> Message:
+    return {"role": "assistant", "content": "", "tool_calls": list(calls)}
 
 
 def _result(call: dict[str, Any], content: str) -> Message:
     return {"role": "tool", "content": content, "tool_call_id": call["id"]}
 
 
-def _lookup(world: World, entity: Entity, note: str = "") -> list[Message]:
-    """One entity's search and page visit: four messages; `note` opens the search turn."""
+def _lookup(world: World, entity: Entity) -> list[Message]:
+    """One entity's search and page visit: four messages."""
     search = _call("web_search", 0, {"query": entity.name})
     hits = search_text(world, entity.name)
     path = hits.split(": ", 1)[1] if ": /" in hits else entity.path
     visit = _call("browser_navigate", 0, {"url": path})
     page = next((e for e in world.entities if e.path == path), entity)
-    return [_calls(search, content=note), _result(search, hits), _calls(visit), _result(visit, facts_text(page))]
+    return [_calls(search), _result(search, hits), _calls(visit), _result(visit, facts_text(page))]
 
 
 def subagent(world: World, task: WideTask, entity: Entity) -> Conversation:
     conversation = Conversation("subagent", KIT_TOOLS, [
-        {"role": "system", "content": task.finder_prompt()},
+        {"role": "system", "content": SUBAGENT_PROMPT},
         {"role": "user", "content": task.subtask(entity)},
     ])  # fmt: skip
     conversation.messages += _lookup(world, entity)
@@ -129,7 +128,7 @@ def subagent(world: World, task: WideTask, entity: Entity) -> Conversation:
 
 
 def orchestrator(task: WideTask) -> Conversation:
-    create = _call("create_subagent", 0, {"name": SUBAGENT_NAME, "system_prompt": task.finder_prompt()})
+    create = _call("create_subagent", 0, {"name": SUBAGENT_NAME, "system_prompt": SUBAGENT_PROMPT})
     assigns = [_call("assign_task", i + 1, {"agent": SUBAGENT_NAME, "task": task.subtask(e)}) for i, e in enumerate(task.entities)]
     messages = [
         {"role": "system", "content": ORCHESTRATOR_PROMPT},
@@ -147,26 +146,25 @@ def single(world: World, task: WideTask) -> Conversation:
         {"role": "system", "content": SINGLE_PROMPT},
         {"role": "user", "content": task.prompt()},
     ])  # fmt: skip
-    notes = [""] + [task.answer(e) for e in task.entities]
-    for entity, note in zip(task.entities, notes, strict=False):
-        conversation.messages += _lookup(world, entity, note)
+    for entity in task.entities:
+        conversation.messages += _lookup(world, entity)
     conversation.messages.append({"role": "assistant", "content": task.table()})
     return conversation
 
 
-def swarm_run(seed: int, num_entities: int, num_labels: int = DEMO_NUM_LABELS) -> tuple[WideTask, list[Conversation]]:
+def swarm_run(seed: int, num_entities: int) -> tuple[WideTask, list[Conversation]]:
     """Every conversation of one swarm run on world `seed`: the orchestrator's, then each sub-agent's."""
-    world, task = seeded_task(seed, num_entities, num_labels)
+    world, task = seeded_task(seed, num_entities)
     return task, [orchestrator(task)] + [subagent(world, task, e) for e in task.entities]
 
 
-def single_run(seed: int, num_entities: int, num_labels: int = DEMO_NUM_LABELS) -> tuple[WideTask, Conversation]:
-    world, task = seeded_task(seed, num_entities, num_labels)
+def single_run(seed: int, num_entities: int) -> tuple[WideTask, Conversation]:
+    world, task = seeded_task(seed, num_entities)
     return task, single(world, task)
 
 
 def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix: tuple[float, float] = (0.6, 0.3),
-                        wide_power: float = 2.0, labels: tuple[int, int] = (DEMO_NUM_LABELS, DEMO_NUM_LABELS)) -> Conversation:
+                        wide_power: float = 2.0) -> Conversation:
     """One training conversation from a fresh world (seed drawn from `rng`).
 
     Mixture, by conversation (`mix`: the sub-agents' and the orchestrators' shares):
@@ -175,19 +173,16 @@ def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix
     uniform in [0, 1): the default 2 draws small N more often, long tables being mostly
     more of the same copying; 1 draws every N alike); single agents
     the rest, 2 to `max_single_entities`. A curriculum starts with sub-agents only: short
-    conversations in which the model first learns to copy. Each task asks for `labels[0]`
-    to `labels[1]` attributes (the demo's two; more give a sub-agent more lookups to learn
-    from in one short conversation).
+    conversations in which the model first learns to copy.
     """
     seed = rng.randrange(TRAIN_SEED_LIMIT)
     draw = rng.random()
-    num_labels = rng.randint(*labels) if labels[0] != labels[1] else labels[0]
     if draw < mix[0]:
-        world, task = seeded_task(seed, 1 + seed % 16, num_labels)
+        world, task = seeded_task(seed, 1 + seed % 16)
         return subagent(world, task, task.entities[rng.randrange(len(task.entities))])
     if draw < mix[0] + mix[1]:
-        return swarm_run(seed, 2 + int(15 * rng.random() ** wide_power), num_labels)[1][0]
-    return single_run(seed, rng.randint(2, max_single_entities), num_labels)[1]
+        return swarm_run(seed, 2 + int(15 * rng.random() ** wide_power))[1][0]
+    return single_run(seed, rng.randint(2, max_single_entities))[1]
 
 
 def encode(tokenizer: Any, segments: list[tuple[str, bool]]) -> tuple[list[int], list[bool]]:

@@ -3,12 +3,9 @@
 Kimi's layout is kept: `tiktoken.model` (the 256 bytes, then merges), Kimi's split
 pattern, and 256 reserved special slots after the base vocabulary with Kimi's chat
 tokens at Kimi's offsets (`model_runtime.tiny_tokenizer.KIMI_SPECIAL_OFFSETS`), so
-`KimiTokenizer.from_dir` reads it unchanged. Learned merges never join digits: a number
-is one token per digit, the easiest form for a small model to copy; the one exception is
-the entity numbers 10 to 16, one token each (so every number a task gives its entities,
-1 to 16, is one token: the orchestrator finds the 12th name or row by one token, not by
-two digits that also start 10, 11 and 13 to 16). Names come out as a few syllable tokens.
-The chat template ships in `tokenizer_config.json`.
+`KimiTokenizer.from_dir` reads it unchanged. Merges never join digits: every number is
+one token per digit, the easiest form for a small model to copy; names come out as a
+few syllable tokens. The chat template ships in `tokenizer_config.json`.
 """
 
 from __future__ import annotations
@@ -27,7 +24,6 @@ from model_runtime.tiny_tokenizer import KIMI_SPECIAL_OFFSETS, learn_merges
 from model_runtime.tokenizer import KIMI_PAT_STR, NUM_RESERVED_SPECIAL_TOKENS, KimiTokenizer
 
 DEFAULT_NUM_MERGES = 400
-ENTITY_NUMBER_TOKENS = range(10, 17)
 _SPECIAL = re.compile("|".join(re.escape(name) for name in KIMI_SPECIAL_OFFSETS))
 _DIGITS = set(b"0123456789")
 
@@ -44,10 +40,7 @@ def train_merges(text: str, num_merges: int) -> dict[bytes, int]:
     for chunk in _SPECIAL.split(text):
         pieces.update(pattern.findall(chunk))
     words = {tuple(bytes([b]) for b in piece.encode()): count for piece, count in pieces.items()}
-    ranks = learn_merges(words, num_merges, allow=lambda left, right: not _DIGITS & set(left + right))
-    for number in ENTITY_NUMBER_TOKENS:  # the only merges of digits, so their ranks' order cannot matter
-        ranks[str(number).encode()] = len(ranks)
-    return ranks
+    return learn_merges(words, num_merges, allow=lambda left, right: not _DIGITS & set(left + right))
 
 
 def write_tokenizer(directory: str | Path, ranks: dict[bytes, int]) -> KimiTokenizer:

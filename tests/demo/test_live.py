@@ -15,6 +15,7 @@ import pytest
 
 from demo.live import DemoJob
 from demo.policy import PolicyChatModel
+from demo.trajectories import SUBAGENT_PROMPT
 from storage.store import TraceStore
 from swarm.messages import Message, ToolSpec
 from swarm.model import CallContext, ModelResponse
@@ -34,7 +35,7 @@ class CountingPolicy(PolicyChatModel):
         self.num_closes = 0
 
     async def complete(self, messages: Sequence[Message], tools: Sequence[ToolSpec], context: CallContext) -> ModelResponse:
-        if self.slow_s and context.role == "subagent":
+        if self.slow_s and messages[0].content == SUBAGENT_PROMPT:
             await anyio.sleep(self.slow_s)
         return await super().complete(messages, tools, context)
 

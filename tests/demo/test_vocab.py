@@ -19,10 +19,8 @@ def test_special_tokens_sit_at_kimis_offsets(tokenizer: KimiTokenizer) -> None:
         assert tokenizer.encode(name) == [num_base + offset]
 
 
-def test_numbers_are_one_token_per_digit_but_entity_numbers_are_one_token(tokenizer: KimiTokenizer) -> None:
-    assert [tokenizer.decode([i]) for i in tokenizer.encode("Population: 384000")][-6:] == list("384000")
-    for number in range(1, 17):
-        assert len(tokenizer.encode(f"assign_task:{number}")) == len(tokenizer.encode("assign_task:1"))
+def test_numbers_are_one_token_per_digit(tokenizer: KimiTokenizer) -> None:
+    assert [tokenizer.decode([i]) for i in tokenizer.encode("Population: 316000")][-6:] == list("316000")
 
 
 def test_names_are_a_few_tokens(tokenizer: KimiTokenizer) -> None:
