@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from demo.abilities import EvalSet, evaluate
-from demo.tasks import MAX_LABELS
 from demo.model import RoutingBalancer, build_model, demo_config, export_checkpoint, save_state, train_logits
 from demo.trajectories import TRAIN_SEED_LIMIT, Conversation, encode, sample_conversation
 from demo.vocab import build_tokenizer
@@ -101,17 +100,6 @@ def learning_rate(step: int, total: int, peak: float, warmup: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _label_range(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
-    low, _, high = text.partition("-")
-    try:
-        bounds = (int(low), int(high or low))
-    except ValueError:
-        parser.error(f"--labels takes a range such as 1-4, not {text!r}")
-    if not 1 <= bounds[0] <= bounds[1] <= MAX_LABELS:
-        parser.error(f"--labels must lie within 1-{MAX_LABELS}, not {text!r}")
-    return bounds
-
-
 def _mix(parser: argparse.ArgumentParser, text: str) -> tuple[float, float]:
     try:
         subagents, orchestrators = (float(x) for x in text.split(","))
@@ -139,7 +127,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="a curriculum: sub-agent conversations only (short: copying emerges there first) until this step, then --mix")
     parser.add_argument("--wide-power", type=float, default=2.0,
                         help="orchestrator conversations have 2 + 15 r^P entities, r uniform (2: small tasks more often; 1: every size alike)")
-    parser.add_argument("--labels", default="2-2", help="attributes a task asks for, drawn from this range (the demo asks for 2; at most 4)")
     parser.add_argument("--eval-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
@@ -152,7 +139,6 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.wide_power <= 0:
         parser.error(f"--wide-power must be above 0 (1 draws every task size alike), not {args.wide_power}")
-    labels = _label_range(parser, args.labels)
     mix = _mix(parser, args.mix)
 
     torch.set_num_threads(args.threads)
@@ -175,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         step = state["step"]
     balancer = RoutingBalancer(model)
     def sampler(mix: tuple[float, float]) -> Callable[[random.Random], Conversation]:
-        return partial(sample_conversation, max_single_entities=args.max_single_entities, mix=mix, wide_power=args.wide_power, labels=labels)
+        return partial(sample_conversation, max_single_entities=args.max_single_entities, mix=mix, wide_power=args.wide_power)
 
     sample = sampler(mix)
     in_curriculum = step < args.subagents_first

@@ -126,11 +126,9 @@ def test_a_curriculum_trains_on_sub_agents_first_then_the_mix(
         (["--mix", "0.5"], "--mix takes two shares"),
         (["--mix", "0.8,0.4"], "add up to at most 1"),
         (["--mix=-0.1,0.5"], "at least 0"),
-        (["--labels", "0-2"], "--labels must lie within 1-4"),
-        (["--labels", "two"], "--labels takes a range"),
     ],
 )
-def test_bad_mixtures_and_label_ranges_are_usage_errors(
+def test_bad_mixtures_are_usage_errors(
     option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
