@@ -7,6 +7,9 @@
    learn to copy early).
 3. Every `--eval-every` steps, measures each ability on worlds whose seeds training never
    draws (`demo/abilities.py`), and appends a line to OUT_DIR/log.jsonl.
+   `--init CKPT` starts from an exported checkpoint instead (its tokenizer, config and
+   weights, INT4 experts dequantized; a new optimizer and schedule): to train on from
+   the shipped model (`--init demo/checkpoint`) when no state.pt of its run is at hand.
 4. Saves OUT_DIR/state.pt (resumable with --resume) and, at the end, the shipped format:
    OUT_DIR/checkpoint (HF layout, routed experts INT4, tokenizer and chat template).
 
@@ -19,16 +22,18 @@ import argparse
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from demo.abilities import EvalSet, evaluate
-from demo.model import RoutingBalancer, build_model, demo_config, export_checkpoint, save_state, train_logits
+from demo.model import RoutingBalancer, build_model, demo_config, export_checkpoint, load_checkpoint_weights, save_state, train_logits
 from demo.trajectories import TRAIN_SEED_LIMIT, Conversation, encode, sample_conversation
 from demo.vocab import build_tokenizer
 from model_runtime import load_model
@@ -110,6 +115,20 @@ def _mix(parser: argparse.ArgumentParser, text: str) -> tuple[float, float]:
     return subagents, orchestrators
 
 
+def _init_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> dict[str, Any]:
+    """The training config of the checkpoint `--init` names (its quantization and dtype dropped)."""
+    if args.resume or args.export_only:
+        parser.error("--init starts a run from a checkpoint and --resume continues a run's state.pt: not both")
+    if (args.out_dir / "state.pt").exists():
+        parser.error(f"{args.out_dir} already holds a run (state.pt): --resume it, or --init into a new directory")
+    missing = [n for n in ("config.json", "tiktoken.model", "tokenizer_config.json") if not (args.init / n).is_file()]
+    if missing or not any(args.init.glob("*.safetensors")):
+        parser.error(f"--init {args.init}: not an exported checkpoint (missing {', '.join(missing) or '*.safetensors'})")
+    config = json.loads((args.init / "config.json").read_text())
+    config.pop("quantization_config", None)
+    return {**config, "torch_dtype": "float32"}
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
@@ -131,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from OUT_DIR/state.pt")
+    parser.add_argument("--init", type=Path, default=None, metavar="CKPT",
+                        help="start from an exported checkpoint's weights, tokenizer and config (e.g. demo/checkpoint), new optimizer")
     parser.add_argument("--warm-restart", action="store_true",
                         help="with --resume: the schedule (warmup, then the cosine to --steps) starts again at the resumed step")
     parser.add_argument("--config", type=str, default="{}", help="JSON overrides of demo_config (e.g. a tiny test model)")
@@ -141,18 +162,26 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--wide-power must be above 0 (1 draws every task size alike), not {args.wide_power}")
     mix = _mix(parser, args.mix)
 
+    init_config = _init_config(parser, args) if args.init is not None else None
+
     torch.set_num_threads(args.threads)
     out: Path = args.out_dir
     out.mkdir(parents=True, exist_ok=True)
     tokenizer_dir = out / "tokenizer"
-    if not (tokenizer_dir / "tiktoken.model").is_file():
+    if args.init is not None:
+        tokenizer_dir.mkdir(exist_ok=True)
+        for name in ("tiktoken.model", "tokenizer_config.json"):
+            shutil.copy(args.init / name, tokenizer_dir / name)
+    elif not (tokenizer_dir / "tiktoken.model").is_file():
         build_tokenizer(tokenizer_dir)
     tokenizer = KimiTokenizer.from_dir(tokenizer_dir)
     state = None
     if (args.resume or args.export_only) and (out / "state.pt").is_file():
         state = torch.load(out / "state.pt", weights_only=False)
-    config = state["config"] if state else demo_config(tokenizer.vocab_size, **json.loads(args.config))
+    config = state["config"] if state else init_config or demo_config(tokenizer.vocab_size, **json.loads(args.config))
     model = build_model(config, seed=args.seed)
+    if args.init is not None:
+        load_checkpoint_weights(model, args.init)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step = 0
     if state:
@@ -171,6 +200,10 @@ def main(argv: list[str] | None = None) -> None:
     num_params = sum(p.numel() for p in model.parameters())
     print(f"model: {num_params / 1e6:.2f}M parameters, vocab {tokenizer.vocab_size}; eval: {eval_set.describe()}", flush=True)
     log = (out / "log.jsonl").open("a")
+    if args.init is not None and step == 0:  # where training starts: the checkpoint's abilities in float32
+        record = {"step": 0, "init": str(args.init), **evaluate(model, eval_set)}
+        print(json.dumps(record), flush=True)
+        log.write(json.dumps(record) + "\n")
     started = time.time()
     tokens_seen = 0
     last_step = min(args.steps, args.until) if args.until is not None else args.steps

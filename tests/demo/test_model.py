@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from demo import train
-from demo.model import build_model, demo_config, export_checkpoint, train_logits
+from demo.model import build_model, demo_config, export_checkpoint, load_checkpoint_weights, train_logits
 from demo.trajectories import sample_conversation
 from model_runtime import load_model
 from model_runtime.tokenizer import KimiTokenizer
@@ -86,6 +86,48 @@ def test_twenty_steps_train_and_export(tokenizer_dir: Path, tmp_path: Path) -> N
     train.main([*args, "--resume", "--warm-restart", "--steps", "30", "--until", "21", "--no-export"])
     record = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
     assert record["step"] == 21 and record["lr"] == pytest.approx(2e-3 / 5)
+
+
+def test_an_int4_checkpoint_loads_back_into_a_training_model(tokenizer: KimiTokenizer, tokenizer_dir: Path, tmp_path: Path) -> None:
+    """`--init`'s inverse of the export: the same logits as the runtime gets from the checkpoint."""
+    config, model = _model(tokenizer)
+    path = export_checkpoint(model.eval(), config, tokenizer_dir, tmp_path / "ckpt4")
+    fresh = build_model(config, seed=2)
+    load_checkpoint_weights(fresh, path)
+    ids = torch.randint(0, tokenizer.vocab_size, (1, 30))
+    served = load_model(path, dtype=torch.float32)(ids)
+    torch.testing.assert_close(train_logits(fresh, ids).detach(), served, atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(train_logits(build_model(config, seed=2), ids), served, atol=1e-2)  # it did load something
+
+
+def test_a_run_starts_from_an_exported_checkpoint(tokenizer: KimiTokenizer, tokenizer_dir: Path, tmp_path: Path) -> None:
+    config, model = _model(tokenizer)
+    ckpt = export_checkpoint(model.eval(), config, tokenizer_dir, tmp_path / "ckpt4")
+    out = tmp_path / "run"
+    train.main([str(out), "--init", str(ckpt), "--steps", "2", "--eval-every", "100", "--batch-tokens", "1024",
+                "--max-len", "700", "--max-single-entities", "2", "--warmup", "1", "--no-export"])  # fmt: skip
+    first, last = (json.loads(line) for line in (out / "log.jsonl").read_text().splitlines())
+    assert first["step"] == 0 and first["init"] == str(ckpt) and "url_copy" in first  # the start, measured
+    assert last["step"] == 2
+    assert (out / "tokenizer" / "tiktoken.model").read_bytes() == (ckpt / "tiktoken.model").read_bytes()
+    state = torch.load(out / "state.pt", weights_only=False)
+    assert state["config"]["hidden_size"] == TINY["hidden_size"] and "quantization_config" not in state["config"]
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--resume"], "not both"),
+        (["--export-only"], "not both"),
+        ([], "not an exported checkpoint (missing config.json"),
+    ],
+)
+def test_bad_init_is_a_usage_error(option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit) as exit_:
+        train.main([str(tmp_path / "run"), "--init", str(tmp_path / "empty"), *option])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_wide_power_that_draws_no_task_size_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
