@@ -9,8 +9,11 @@ same real pages in fewer tokens:
                            (a small model copies a short path more surely than a URL
                            with the server's random port in it)
     browser_navigate(url)  real Chromium (tools.browser.Browser, allowlisted to the
-                           site) loads the page (a path is taken relative to the site); the observation is the page's title
-                           and its facts table, read from the real snapshot:
+                           site) loads the page (a path is taken relative to the site); the
+                           observation is the page's title and its facts table, read in the
+                           page (`FACTS_SCRIPT`: the table's text as Chromium laid it out; a
+                           script costs Chromium a few ms where Playwright's snapshot,
+                           set up anew on every document, costs ~25):
                            "Name\\nLabel: value\\n..."
 
 Every agent's browser is a page of one shared browser context (`BrowserKit(share_context=
@@ -28,7 +31,6 @@ laid out like the fixture web's.
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urljoin, urlsplit
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -44,9 +46,6 @@ from tools.browser_kit import BrowserKit, WarmBrowsers
 from tools.fixture_web.render import search
 from tools.fixture_web.world import Entity, World
 
-_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
-
-
 def search_text(world: World, query: str) -> str:
     """What `web_search(query)` shows: the best hit as "Name: /path"."""
     hits = search(world, query)
@@ -61,23 +60,21 @@ def facts_text(entity: Entity) -> str:
     return "\n".join([entity.name, *rows])
 
 
-def facts_from_snapshot(snapshot: str) -> str:
-    """The title and facts-table rows of a real snapshot (tools.browser's format)."""
-    lines = snapshot.splitlines()
-    title = next((line.removeprefix("Title: ") for line in lines if line.startswith("Title: ")), "")
-    rows: list[str] = []
-    label: str | None = None
-    for line in lines:
-        stripped = line.strip()
-        match = _QUOTED.search(stripped)
-        if stripped.startswith("- rowheader ") and match:
-            label = match.group(1)
-        elif label is not None and stripped.startswith(("- cell ", "- link ")) and match:
-            rows.append(f"{label}: {match.group(1)}")
-            label = None
+FACTS_SCRIPT = """() => ({
+    title: document.title,
+    rows: Array.from(document.querySelectorAll("table tr"), row => [row.querySelector("th"), row.querySelector("td")])
+        .filter(([label, value]) => label && value)
+        .map(([label, value]) => [label.innerText.trim(), value.innerText.trim()]),
+})"""
+"""Reads an entity page's title and facts table in the page (DOM text as Chromium laid it out)."""
+
+
+def facts_from_page(page: dict[str, Any]) -> str:
+    """The observation for what `FACTS_SCRIPT` read: the title, then a "Label: value" line per fact."""
+    title, rows = str(page.get("title", "")), page.get("rows") or []
     if not rows:
         return f"{title}\n(no facts table on this page)"
-    return "\n".join([title, *rows])
+    return "\n".join([title, *(f"{label}: {value}" for label, value in rows)])
 
 
 class FixtureWebKit(BrowserKit):
@@ -111,7 +108,7 @@ class FixtureWebKit(BrowserKit):
     async def for_agent(self, agent_id: str) -> AsyncIterator[Sequence[FunctionTool]]:
         if self._client is None:
             raise RuntimeError("FixtureWebKit.for_agent called outside `async with kit`")
-        async with self.lazy_browser() as browser:
+        async with self.lazy_browser(warm=True) as browser:  # every agent here browses: its page opens during its first turn
             yield [self._search_tool(self._client), _navigate_tool(browser.get, self.base_url)]
 
     def _search_tool(self, client: httpx.AsyncClient) -> FunctionTool:
@@ -136,7 +133,9 @@ class FixtureWebKit(BrowserKit):
 def _navigate_tool(browser: Callable[[], Awaitable[Browser]], base_url: str) -> FunctionTool:
     async def call(arguments: dict[str, Any]) -> str:
         url = urljoin(base_url + "/", argument(arguments, "url", str))  # a path is on the site
-        return facts_from_snapshot(await (await browser()).navigate(url))
+        page = await browser()
+        await page.load(url)
+        return facts_from_page(await page.evaluate(FACTS_SCRIPT))
 
     return FunctionTool(
         "browser_navigate", "Open a page of the site (a path such as /entity/x.html, or a URL); returns its title and facts.",

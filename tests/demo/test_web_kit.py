@@ -6,37 +6,17 @@ import shutil
 
 import pytest
 
-from demo.web_kit import FixtureWebKit, facts_from_snapshot, facts_text, search_text
+from demo.web_kit import FixtureWebKit, facts_from_page, facts_text, search_text
 from tools.fixture_web.server import FixtureWebServer
 from tools.fixture_web.world import generate_world
 
-SNAPSHOT = """URL: http://127.0.0.1:42241/entity/person-8.html
-Title: Ulbates Quika
-- generic [active]:
-  - main:
-    - heading "Ulbates Quika" [level=1]
-    - table "Facts":
-      - rowgroup:
-        - row:
-          - rowheader "Born"
-          - cell "1956"
-        - row:
-          - rowheader "Employer"
-          - cell:
-            - link "Ulda Group" [ref=f24e17]:
-              - /url: /entity/company-6.html
-        - row:
-          - rowheader "Occupation"
-          - cell "pilot"
-    - paragraph: Ulbates Quika is a pilot born in 1956."""
-
-
-def test_facts_come_from_the_snapshots_table_rows() -> None:
-    assert facts_from_snapshot(SNAPSHOT) == "Ulbates Quika\nBorn: 1956\nEmployer: Ulda Group\nOccupation: pilot"
+def test_facts_are_the_title_then_a_line_per_row() -> None:
+    page = {"title": "Ulbates Quika", "rows": [["Born", "1956"], ["Employer", "Ulda Group"], ["Occupation", "pilot"]]}
+    assert facts_from_page(page) == "Ulbates Quika\nBorn: 1956\nEmployer: Ulda Group\nOccupation: pilot"
 
 
 def test_a_page_without_facts_says_so() -> None:
-    assert facts_from_snapshot("URL: x\nTitle: Search\n- heading \"Search\"") == "Search\n(no facts table on this page)"
+    assert facts_from_page({"title": "Search", "rows": []}) == "Search\n(no facts table on this page)"
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
