@@ -5,8 +5,10 @@ run then the single-agent run, on the demo checkpoint with the `local:` backend.
 Prints one JSON line per seed and a summary: item accuracy of both modes (goal: swarm
 at least 95%), wall time ratio single/swarm (goal: at least 3x at 16 entities) and
 critical steps of both. Seeds start at 1,000,000,000, above every training world's.
+`--web-latency S` makes the fixture site answer each request S seconds late, as a remote
+site would (simulated: what the goal's figures are measured without).
 
-    PYTHONPATH=. python bench/demo_eval.py [--model DIR] [--seeds 20] [--entities 16] [--swarm-only]
+    PYTHONPATH=. python bench/demo_eval.py [--model DIR] [--seeds 20] [--entities 16] [--swarm-only] [--web-latency S]
 """
 
 from __future__ import annotations
@@ -31,7 +33,10 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=16)
     parser.add_argument("--swarm-only", action="store_true")
     parser.add_argument("--db", type=Path, default=None)
+    parser.add_argument("--web-latency", type=float, default=0.0, metavar="S", help="simulated latency of each request to the site")
     args = parser.parse_args()
+    if not 0.0 <= args.web_latency <= 60.0:
+        parser.error(f"--web-latency must be between 0 and 60 seconds, not {args.web_latency}")
     model = load_demo_model(args.model)
     modes = ("swarm",) if args.swarm_only else ("swarm", "single")
     results = []
@@ -39,7 +44,7 @@ def main() -> None:
         store = TraceStore(args.db or Path(tmp) / "traces.db")
         for i in range(args.seeds):
             result = run_demo(seed=TRAIN_SEED_LIMIT + i, num_entities=args.entities, model=model, store=store,
-                              model_label=f"local:{args.model}", modes=modes, close_model=False)  # fmt: skip
+                              model_label=f"local:{args.model}", modes=modes, close_model=False, web_latency_s=args.web_latency)  # fmt: skip
             line = {"seed": TRAIN_SEED_LIMIT + i, "accuracy": result["accuracy"], "wall_time_s": result["wall_time_s"],
                     "critical_steps": result["critical_steps"], "status": result["status"]}  # fmt: skip
             if "single_agent" in result:
@@ -51,7 +56,7 @@ def main() -> None:
     anyio.run(model.aclose)
     summary = {key: round(statistics.mean(r[key] for r in results), 4) for key in results[0] if key not in ("seed", "status")}
     summary["succeeded"] = sum(r["status"] == "succeeded" for r in results)
-    print(json.dumps({"summary": summary, "seeds": args.seeds, "entities": args.entities}))
+    print(json.dumps({"summary": summary, "seeds": args.seeds, "entities": args.entities, "web_latency_s": args.web_latency}))
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ class DemoJob:
     """The demo's runs, for `SwarmApp(store, job=DemoJob(...))`; `result` once both ended."""
 
     def __init__(self, *, seed: int, num_entities: int, model: ChatModel, model_label: str = "local:demo",
-                 modes: tuple[str, ...] = ("swarm", "single")) -> None:  # fmt: skip
+                 modes: tuple[str, ...] = ("swarm", "single"), web_latency_s: float = 0.0) -> None:  # fmt: skip
         self.seed, self.num_entities, self.model = seed, num_entities, model
+        self.web_latency_s = web_latency_s
         self.model_label, self.modes = model_label, modes
         self.run_ids: dict[str, str] = {}
         self.result: dict[str, Any] | None = None
@@ -37,13 +38,13 @@ class DemoJob:
     async def __call__(self, app: SwarmApp) -> None:
         app.notify("demo: starting the fixture site and Chromium", timeout=5)
         async with demo_session(seed=self.seed, num_entities=self.num_entities, model=self.model,
-                                model_label=self.model_label) as session:  # fmt: skip
+                                model_label=self.model_label, web_latency_s=self.web_latency_s) as session:  # fmt: skip
             for mode in self.modes:
                 live = LiveRun(None, app.store, opener=partial(session.open_run, mode))
                 outcome = await app.run_live(live)
                 if outcome is None or outcome.status == "cancelled":
                     return  # the TUI is closing, the run broke, or the person stopped it
                 self.run_ids[mode] = outcome.run_id
-        self.result = await anyio.to_thread.run_sync(demo_result, app.store, session.task, self.run_ids)
+        self.result = await anyio.to_thread.run_sync(partial(demo_result, web_latency_s=self.web_latency_s), app.store, session.task, self.run_ids)
         app.notify(describe(self.result), title="demo finished", timeout=NOTICE_TIMEOUT_S, markup=False)
 

@@ -90,15 +90,16 @@ class DemoSession:
 
 @asynccontextmanager
 async def demo_session(*, seed: int, num_entities: int, model: ChatModel, model_label: str = "local:demo",
-                       close_model: bool = True) -> AsyncIterator[DemoSession]:  # fmt: skip
+                       close_model: bool = True, web_latency_s: float = 0.0) -> AsyncIterator[DemoSession]:  # fmt: skip
     """Serves the world of `seed` on loopback and keeps Chromium open for it while open;
     `model` is closed on exit (once, after every run) unless `close_model` is False (a
-    benchmark reuses it)."""
+    benchmark reuses it). `web_latency_s`: the site answers each request that much later,
+    as a remote one would (simulated; 0: loopback as it is)."""
     if not 1 <= num_entities <= MAX_ENTITIES:
         raise ValueError(f"--entities must be between 1 and {MAX_ENTITIES}")
     world, task = seeded_task(seed, num_entities)
     retrying = RetryingModel(model, policy=RetryPolicy(), limiter=AdaptiveLimiter(17))
-    web = FixtureWebServer(world).start()
+    web = FixtureWebServer(world, latency_s=web_latency_s).start()
     try:
         # A page for every agent of a swarm run: the orchestrator's (its kit opens one too) and one per entity.
         async with WarmBrowsers([web.base_url], spare_pages=num_entities + 1) as warm:
@@ -110,9 +111,10 @@ async def demo_session(*, seed: int, num_entities: int, model: ChatModel, model_
             await anyio.to_thread.run_sync(web.stop)  # joins the server thread (up to its 0.5 s poll)
 
 
-def demo_result(store: TraceStore, task: WideTask, run_ids: dict[str, str]) -> dict[str, Any]:
+def demo_result(store: TraceStore, task: WideTask, run_ids: dict[str, str], *, web_latency_s: float = 0.0) -> dict[str, Any]:
     """The first run's JSON with the demo's figures added: each run's accuracy against the
-    ground truth and, with both modes, the single-agent run's figures and the speedup."""
+    ground truth and, with both modes, the single-agent run's figures and the speedup;
+    `web_latency_s`, the site's simulated latency the runs had."""
     summaries: dict[str, dict[str, Any]] = {}
     for mode, run_id in run_ids.items():
         summary = run_summary(store, run_id)
@@ -124,6 +126,7 @@ def demo_result(store: TraceStore, task: WideTask, run_ids: dict[str, str]) -> d
         result["single_agent"] = {key: single[key] for key in ("run_id", "status", "final_answer", "accuracy", "wall_time_s",
                                                                "critical_steps", "num_tool_calls", "usage")}  # fmt: skip
         result["speedup"] = round(single["wall_time_s"] / max(result["wall_time_s"], 1e-9), 2)
+    result["web_latency_s"] = web_latency_s
     result["ground_truth"] = task.ground_truth()
     result["task"] = task.prompt()
     result["db"] = str(store.path)
@@ -132,9 +135,10 @@ def demo_result(store: TraceStore, task: WideTask, run_ids: dict[str, str]) -> d
 
 def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStore, model_label: str = "local:demo",
              modes: tuple[str, ...] = ("swarm", "single"), extra_sinks: list[TraceSink] | None = None,
-             close_model: bool = True) -> dict[str, Any]:  # fmt: skip
+             close_model: bool = True, web_latency_s: float = 0.0) -> dict[str, Any]:  # fmt: skip
     """Runs the modes in order; returns `demo_result` of them.
-    `model` is closed after unless `close_model` is False (a benchmark reuses it)."""
+    `model` is closed after unless `close_model` is False (a benchmark reuses it);
+    `web_latency_s` as `demo_session` takes it."""
     run_ids: dict[str, str] = {}
     sessions: list[DemoSession] = []
     with Recorder(store) as recorder:
@@ -142,7 +146,7 @@ def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStor
 
         async def main() -> None:
             async with demo_session(seed=seed, num_entities=num_entities, model=model, model_label=model_label,
-                                    close_model=close_model) as session:  # fmt: skip
+                                    close_model=close_model, web_latency_s=web_latency_s) as session:  # fmt: skip
                 sessions.append(session)
                 for mode in modes:
                     await session.prepare()
@@ -151,7 +155,7 @@ def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStor
 
         anyio.run(main)
         recorder.flush()
-    return demo_result(store, sessions[0].task, run_ids)
+    return demo_result(store, sessions[0].task, run_ids, web_latency_s=web_latency_s)
 
 
 def describe(result: dict[str, Any]) -> str:
@@ -164,5 +168,7 @@ def describe(result: dict[str, Any]) -> str:
         lines.append(f"single: accuracy {single['accuracy']:.0%}, wall {single['wall_time_s']:.1f} s, "
                      f"critical steps {single['critical_steps']}, status {single['status']}")  # fmt: skip
         lines.append(f"speedup: {result['speedup']}x wall time")
+    if result.get("web_latency_s"):
+        lines.append(f"web: simulated latency, the site answered each request {result['web_latency_s']} s late")
     lines.append(f"trace: swarm runs show {result['run_id']} --db {result['db']}")
     return "\n".join(lines)

@@ -286,6 +286,8 @@ def demo_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     single: Annotated[bool, typer.Option("--single/--no-single", help="Also run the single-agent baseline.")] = True,
     tui: Annotated[bool, typer.Option("--tui", help="Watch the runs live in the terminal UI.")] = False,
+    web_latency: Annotated[float, typer.Option("--web-latency", min=0.0, max=60.0, metavar="SECONDS",
+                                               help="Simulate a remote site: the fixture server answers each request this much later (default 0: loopback as it is).")] = 0.0,
 ) -> None:
     """Offline end to end: a fresh fixture world, the shipped demo model, swarm then single agent."""
     if tui and as_json:
@@ -301,23 +303,24 @@ def demo_command(
     store = _open_store(db)
     modes = ("swarm", "single") if single else ("swarm",)
     if tui:
-        _demo_in_tui(store, seed, entities, load_demo_model(checkpoint), f"local:{checkpoint}", modes)
+        _demo_in_tui(store, seed, entities, load_demo_model(checkpoint), f"local:{checkpoint}", modes, web_latency)
     try:
         result = run_demo(seed=seed, num_entities=entities, model=load_demo_model(checkpoint), store=store,
-                          model_label=f"local:{checkpoint}", modes=modes)  # fmt: skip
+                          model_label=f"local:{checkpoint}", modes=modes, web_latency_s=web_latency)  # fmt: skip
     except (SwarmError, StorageError) as exc:
         _fail(str(exc), EXIT_FAILED)
     print(json.dumps(result) if as_json else describe(result))
     raise typer.Exit(_EXIT_BY_STATUS[result["status"]])
 
 
-def _demo_in_tui(store: TraceStore, seed: int, entities: int, model: Any, model_label: str, modes: tuple[str, ...]) -> NoReturn:
+def _demo_in_tui(store: TraceStore, seed: int, entities: int, model: Any, model_label: str, modes: tuple[str, ...],
+                 web_latency_s: float) -> NoReturn:  # fmt: skip
     """`swarm demo --tui`: the runs in the TUI; the report is printed once it closes."""
     from demo.live import DemoJob
     from demo.run import describe
     from tui.app import SwarmApp
 
-    job = DemoJob(seed=seed, num_entities=entities, model=model, model_label=model_label, modes=modes)
+    job = DemoJob(seed=seed, num_entities=entities, model=model, model_label=model_label, modes=modes, web_latency_s=web_latency_s)
     SwarmApp(store, job=job).run()
     if job.result is None:  # closed (or a run stopped) before the demo ended
         print(f"the demo did not finish; its runs: swarm runs list --db {store.path}", file=sys.stderr)

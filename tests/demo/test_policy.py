@@ -33,3 +33,15 @@ def test_demo_runs_both_modes_through_the_real_swarm_and_browser(tmp_path: Path)
     assert result["single_agent"]["critical_steps"] == 2 * 3 + 1
     assert len(result["agents"]) == 4 and len(result["ground_truth"]) == 6
     assert "speedup" in result and result["run_id"] in describe(result)
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_with_a_simulated_web_latency_the_swarms_lookups_wait_together(tmp_path: Path) -> None:
+    """A remote site's latency (`--web-latency`): the single agent waits for its 2 x 4
+    requests in turn, the swarm's sub-agents for theirs at once."""
+    store = TraceStore(tmp_path / "traces.db")
+    result = run_demo(seed=3, num_entities=4, model=PolicyChatModel(), store=store, web_latency_s=0.3)
+    assert result["accuracy"] == 1.0 and result["single_agent"]["accuracy"] == 1.0
+    assert result["web_latency_s"] == 0.3 and "simulated latency" in describe(result)
+    assert result["single_agent"]["wall_time_s"] >= 8 * 0.3
+    assert result["wall_time_s"] >= 2 * 0.3 and result["speedup"] > 1.5

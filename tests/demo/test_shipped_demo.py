@@ -72,6 +72,16 @@ def test_swarm_demo_refuses_entity_counts_the_task_family_does_not_have(entities
     assert result.exit_code == 2 and "Invalid value for '--entities'" in result.output, result.output
 
 
+@pytest.mark.parametrize("latency", ["-0.5", "61"])
+def test_swarm_demo_refuses_a_web_latency_out_of_range(latency: str) -> None:
+    from typer.testing import CliRunner
+
+    from swarm.cli import app
+
+    result = CliRunner().invoke(app, ["demo", "--web-latency", latency])
+    assert result.exit_code == 2 and "Invalid value for '--web-latency'" in result.output, result.output
+
+
 def test_swarm_demo_takes_every_entity_count_the_task_family_has(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

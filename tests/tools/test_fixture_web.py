@@ -5,8 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 import urllib.request
 from pathlib import Path
+
+import pytest
 
 from tools.fixture_web import FixtureWebServer, generate_world, render_site
 
@@ -50,6 +54,23 @@ def test_server_serves_pages_and_search() -> None:
         assert f'href="{person.path}"' in get(f"{web.base_url}/search?q={person.name.split()[0]}")
         results = json.loads(get(f"{web.base_url}/api/search?q={person.name.split()[0]}"))["results"]
         assert results[0]["url"] == web.base_url + person.path
+
+
+def test_a_latency_delays_each_response_and_concurrent_requests_wait_together() -> None:
+    world = generate_world(2, num_entities=6)
+    with FixtureWebServer(world, latency_s=0.4) as web:
+        started = time.perf_counter()
+        assert "Fixture Web" in get(web.base_url + "/index.html")
+        assert time.perf_counter() - started >= 0.4
+        started = time.perf_counter()
+        threads = [threading.Thread(target=get, args=(web.base_url + e.path,)) for e in world.entities]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert 0.4 <= time.perf_counter() - started < 6 * 0.4  # together, as a remote site answers
+    with pytest.raises(ValueError, match="latency_s must be between 0 and 60"):
+        FixtureWebServer(world, latency_s=-1)
 
 
 def test_command_line_serve_prints_its_url() -> None:

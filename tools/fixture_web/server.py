@@ -3,7 +3,8 @@
 Serves the pages of one `World` (rendered once), `/search?q=` and its JSON twin
 `/api/search?q=&n=` (for the HTTP `web_search` backend), plus a few routes under `/_test/`
 that the browser tests need: an open redirect, a download, a page far too big for a
-model's context. It binds 127.0.0.1 only, on port 0 unless told otherwise; it is a test
+model's context. `latency_s` makes it answer like a remote site: each request waits that
+long before its response (in its own thread, so concurrent requests wait together). It binds 127.0.0.1 only, on port 0 unless told otherwise; it is a test
 fixture, not a web server to expose to anyone.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -30,8 +32,11 @@ class _Server(ThreadingHTTPServer):
 class FixtureWebServer:
     """The fixture web on `base_url` while entered (`with FixtureWebServer(world) as web:`)."""
 
-    def __init__(self, world: World, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, world: World, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0) -> None:
+        if not 0.0 <= latency_s <= 60.0:
+            raise ValueError(f"latency_s must be between 0 and 60 seconds, not {latency_s}")
         self.world = world
+        self.latency_s = latency_s
         self.requested_paths: list[str] = []
         """Every path requested, in order (tests use it to prove a request never arrived)."""
         self._pages = {"/": index_page(world), "/index.html": index_page(world)}
@@ -94,6 +99,8 @@ class FixtureWebServer:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
                 server.requested_paths.append(self.path)
+                if server.latency_s:
+                    time.sleep(server.latency_s)  # a remote site's round trip and server time
                 status, headers, body = server.respond(self.path)
                 self.send_response(status)
                 for key, value in headers.items():
