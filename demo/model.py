@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model_runtime.config import ModelConfig
+from model_runtime.loader import load_model
 from model_runtime.layers.moe import MoE, TopkRouter
 from model_runtime.models.deepseek_v3 import DeepseekV3ForCausalLM
 from model_runtime.testing import write_checkpoint
@@ -148,43 +149,16 @@ def hf_weights(model: DeepseekV3ForCausalLM) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint_weights(model: DeepseekV3ForCausalLM, checkpoint_dir: str | Path) -> None:
-    """Loads an exported checkpoint's tensors into a training model (INT4 experts dequantized,
-    stacked again): the inverse of `hf_weights`, to train on from a shipped model."""
-    from safetensors.torch import load_file
-
+    """Loads an exported checkpoint into a training model: read by the runtime's loader
+    (`load_model`), its packed INT4 experts dequantized to the dense stacks training
+    updates. Names and shapes must match (`load_state_dict`, strict)."""
     from model_runtime.quant.int4 import unpack_int4
 
-    tensors: dict[str, torch.Tensor] = {}
-    for file in sorted(Path(checkpoint_dir).glob("*.safetensors")):
-        tensors.update(load_file(file))
-    weights = {}
-    for name, tensor in tensors.items():
-        if name.endswith(".weight_packed"):
-            stem = name.removesuffix("_packed")
-            weights[stem] = unpack_int4(tensor, tensors[stem + "_scale"])
-        elif not name.endswith((".weight_scale", ".weight_shape")):
-            weights[name] = tensor.float()
-    targets = {**dict(model.named_parameters()), **dict(model.named_buffers())}
-    state = {}
-    for name, param in targets.items():
-        if name.startswith("rotary."):
-            continue
-        if name.endswith(("mlp.experts.w13", "mlp.experts.w2")):
-            stem, kind = name.rsplit(".", 1)
-            parts = ("gate_proj", "up_proj") if kind == "w13" else ("down_proj",)
-            loaded = torch.stack([torch.cat([weights.pop(f"{stem}.{e}.{p}.weight") for p in parts]) for e in range(param.shape[0])])
-        elif name in weights:
-            loaded = weights.pop(name)
-        else:
-            raise ValueError(f"{checkpoint_dir} has no tensor {name}")
-        if loaded.shape != param.shape:
-            raise ValueError(f"{checkpoint_dir}: {name} is {tuple(loaded.shape)}, the model's {tuple(param.shape)}")
-        state[name] = loaded
-    if weights:
-        raise ValueError(f"{checkpoint_dir} has tensors the model lacks: {sorted(weights)[:3]}")
-    with torch.no_grad():
-        for name, tensor in state.items():
-            targets[name].copy_(tensor)
+    state = load_model(checkpoint_dir, dtype=torch.float32).state_dict()
+    for name in [n for n in state if n.endswith(("experts.w13_packed", "experts.w2_packed"))]:
+        stem = name.removesuffix("_packed")
+        state[stem] = unpack_int4(state.pop(name), state.pop(stem + "_scale"))
+    model.load_state_dict(state)
 
 
 def export_checkpoint(model: DeepseekV3ForCausalLM, config: dict[str, Any], tokenizer_dir: str | Path,
