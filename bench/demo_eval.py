@@ -24,6 +24,7 @@ import anyio
 from demo.run import DEFAULT_CHECKPOINT, load_demo_model, run_demo
 from demo.trajectories import TRAIN_SEED_LIMIT
 from storage.store import TraceStore
+from tools.fixture_web.server import MAX_LATENCY_S
 
 
 def main() -> None:
@@ -35,8 +36,8 @@ def main() -> None:
     parser.add_argument("--db", type=Path, default=None)
     parser.add_argument("--web-latency", type=float, default=0.0, metavar="S", help="simulated latency of each request to the site")
     args = parser.parse_args()
-    if not 0.0 <= args.web_latency <= 60.0:
-        parser.error(f"--web-latency must be between 0 and 60 seconds, not {args.web_latency}")
+    if not 0.0 <= args.web_latency <= MAX_LATENCY_S:
+        parser.error(f"--web-latency must be between 0 and {MAX_LATENCY_S:g} seconds, not {args.web_latency}")
     model = load_demo_model(args.model)
     modes = ("swarm",) if args.swarm_only else ("swarm", "single")
     results = []

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from demo.run import DEFAULT_CHECKPOINT
 from demo.tasks import MAX_ENTITIES
 from storage.store import TraceStore
+from tools.fixture_web.server import MAX_LATENCY_S
 
 needs_chromium = pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
 
@@ -72,8 +73,9 @@ def test_swarm_demo_refuses_entity_counts_the_task_family_does_not_have(entities
     assert result.exit_code == 2 and "Invalid value for '--entities'" in result.output, result.output
 
 
-@pytest.mark.parametrize("latency", ["-0.5", "61"])
+@pytest.mark.parametrize("latency", ["-0.5", str(MAX_LATENCY_S + 1)])
 def test_swarm_demo_refuses_a_web_latency_out_of_range(latency: str) -> None:
+    """The CLI's bound (a literal, as --entities') is the fixture server's."""
     from typer.testing import CliRunner
 
     from swarm.cli import app

@@ -4,8 +4,9 @@ Serves the pages of one `World` (rendered once), `/search?q=` and its JSON twin
 `/api/search?q=&n=` (for the HTTP `web_search` backend), plus a few routes under `/_test/`
 that the browser tests need: an open redirect, a download, a page far too big for a
 model's context. `latency_s` makes it answer like a remote site: each request waits that
-long before its response (in its own thread, so concurrent requests wait together). It binds 127.0.0.1 only, on port 0 unless told otherwise; it is a test
-fixture, not a web server to expose to anyone.
+long before its response (in its own thread, so concurrent requests wait together). It
+binds 127.0.0.1 only, on port 0 unless told otherwise; it is a test fixture, not a web
+server to expose to anyone.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from tools.fixture_web.render import entity_page, index_page, prose, search, sea
 from tools.fixture_web.world import World
 
 
+MAX_LATENCY_S = 60.0
+
+
 class _Server(ThreadingHTTPServer):
     # socketserver's listen backlog is 5: a swarm's 16 agents connecting at once overflow
     # it, and each connection refused that way waits for its SYN's retransmission (1 s).
@@ -33,8 +37,8 @@ class FixtureWebServer:
     """The fixture web on `base_url` while entered (`with FixtureWebServer(world) as web:`)."""
 
     def __init__(self, world: World, *, host: str = "127.0.0.1", port: int = 0, latency_s: float = 0.0) -> None:
-        if not 0.0 <= latency_s <= 60.0:
-            raise ValueError(f"latency_s must be between 0 and 60 seconds, not {latency_s}")
+        if not 0.0 <= latency_s <= MAX_LATENCY_S:
+            raise ValueError(f"latency_s must be between 0 and {MAX_LATENCY_S:g} seconds, not {latency_s}")
         self.world = world
         self.latency_s = latency_s
         self.requested_paths: list[str] = []
