@@ -46,6 +46,7 @@ from tools.browser_kit import BrowserKit, WarmBrowsers
 from tools.fixture_web.render import search
 from tools.fixture_web.world import Entity, World
 
+
 def search_text(world: World, query: str) -> str:
     """What `web_search(query)` shows: the best hit as "Name: /path"."""
     hits = search(world, query)
@@ -54,9 +55,14 @@ def search_text(world: World, query: str) -> str:
     return f"{hits[0].name}: {hits[0].path}"
 
 
+def fact_line(label: str, value: object) -> str:
+    """One fact as `browser_navigate` shows it, the same from the world and from the page."""
+    return f"{label}: {value}"
+
+
 def facts_text(entity: Entity) -> str:
     """What `browser_navigate` shows for an entity page: its title, then its facts."""
-    rows = [f"{page_label(key)}: {entity.attributes[key]}" for key in sorted(entity.attributes)]
+    rows = [fact_line(page_label(key), entity.attributes[key]) for key in sorted(entity.attributes)]
     return "\n".join([entity.name, *rows])
 
 
@@ -74,7 +80,7 @@ def facts_from_page(page: dict[str, Any]) -> str:
     title, rows = str(page.get("title", "")), page.get("rows") or []
     if not rows:
         return f"{title}\n(no facts table on this page)"
-    return "\n".join([title, *(f"{label}: {value}" for label, value in rows)])
+    return "\n".join([title, *(fact_line(label, value) for label, value in rows)])
 
 
 class FixtureWebKit(BrowserKit):
