@@ -92,7 +92,8 @@ async def test_the_demo_runs_swarm_then_single_in_the_tui_and_shows_the_figures(
         assert isinstance(single_screen, RunScreen) and single_screen is not swarm_screen  # opened over it
         assert swarm_screen.model.status == single_screen.model.status == "succeeded"
         assert len(swarm_screen.model.agents) == 3 and len(single_screen.model.agents) == 1
-        await wait_for(pilot, lambda: len(app._notifications) > 0)  # posted after the result
+        # posted after the result (the "starting" notice is there already)
+        await wait_for(pilot, lambda: any("speedup" in n.message for n in app._notifications))
         notices = [n.message for n in app._notifications]
         assert any("swarm:  accuracy 100%" in m and "single: accuracy 100%" in m and "speedup" in m for m in notices), notices
         await pilot.press("q")  # back to the swarm run, which stays browsable
