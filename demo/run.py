@@ -5,8 +5,8 @@ Generates the world of `seed`, serves it on loopback, and runs the task twice wi
 reading the pages): first as a swarm (an orchestrator fanning out to one sub-agent per
 entity), then as one agent doing the lookups in turn, the baseline that shows what
 parallelism buys. Both runs are traced to the same SQLite database. The result is
-DESIGN.md's run JSON of the swarm run plus `accuracy`, `single_agent` and
-`ground_truth`. `demo_session` (world, site, model) and `demo_result` (the scoring) are
+DESIGN.md's run JSON of the swarm run plus `accuracy`, `subagent_accuracy`,
+`single_agent` and `ground_truth`. `demo_session` (world, site, model) and `demo_result` (the scoring) are
 what `run_demo` shares with `swarm demo --tui` (demo/live.py).
 """
 
@@ -121,6 +121,8 @@ def demo_result(store: TraceStore, task: WideTask, run_ids: dict[str, str], *, w
         num_right, num_items = item_accuracy(task, summary.get("final_answer"))
         summaries[mode] = summary | {"accuracy": round(num_right / num_items, 4)}
     result = dict(summaries.get("swarm") or next(iter(summaries.values())))
+    if "swarm" in run_ids:
+        result["subagent_accuracy"] = subagent_accuracy(store, task, run_ids["swarm"])
     if "single" in summaries and "swarm" in summaries:
         single = summaries["single"]
         result["single_agent"] = {key: single[key] for key in ("run_id", "status", "final_answer", "accuracy", "wall_time_s",
@@ -131,6 +133,15 @@ def demo_result(store: TraceStore, task: WideTask, run_ids: dict[str, str], *, w
     result["task"] = task.prompt()
     result["db"] = str(store.path)
     return result
+
+
+def subagent_accuracy(store: TraceStore, task: WideTask, run_id: str) -> float:
+    """Item accuracy of a swarm run's sub-agents' own answers (each a row of the table),
+    taken together: what the orchestrator had to copy into its table. Against the run's
+    `accuracy`, it tells the sub-agents' reading from the orchestrator's assigning and copying."""
+    answers = [agent.final_answer or "" for agent in store.agents(run_id) if agent.role == "subagent"]
+    num_right, num_items = item_accuracy(task, "\n".join(answers))
+    return round(num_right / num_items, 4)
 
 
 def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStore, model_label: str = "local:demo",
@@ -161,7 +172,8 @@ def run_demo(*, seed: int, num_entities: int, model: ChatModel, store: TraceStor
 def describe(result: dict[str, Any]) -> str:
     """The human-readable report `swarm demo` prints."""
     lines = [f"task: {result['task']}", "", result.get("final_answer") or "(no answer)", ""]
-    lines.append(f"swarm:  accuracy {result['accuracy']:.0%}, wall {result['wall_time_s']:.1f} s, "
+    read = f" (the sub-agents' answers {result['subagent_accuracy']:.0%})" if "subagent_accuracy" in result else ""
+    lines.append(f"swarm:  accuracy {result['accuracy']:.0%}{read}, wall {result['wall_time_s']:.1f} s, "
                  f"critical steps {result['critical_steps']}, status {result['status']}")  # fmt: skip
     single = result.get("single_agent")
     if single:

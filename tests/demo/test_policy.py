@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from demo.policy import PolicyChatModel, next_turn
 from demo.run import describe, run_demo
-from demo.trajectories import sample_conversation
+from demo.trajectories import ORCHESTRATOR_PROMPT, sample_conversation
 from storage.store import TraceStore
+from swarm.messages import Message as SwarmMessage
+from swarm.messages import ToolSpec
+from swarm.model import CallContext, ModelResponse
 
 
 def test_every_generated_turn_is_the_policys_next_turn() -> None:
@@ -45,3 +50,21 @@ def test_with_a_simulated_web_latency_the_swarms_lookups_wait_together(tmp_path:
     assert result["web_latency_s"] == 0.3 and "simulated latency" in describe(result)
     assert result["single_agent"]["wall_time_s"] >= 8 * 0.3
     assert result["wall_time_s"] >= 2 * 0.3 and result["speedup"] > 1.5
+
+
+class _DroppingLastRow(PolicyChatModel):
+    """The policy, except that the orchestrator's table leaves out its last row."""
+
+    async def complete(self, messages: Sequence[SwarmMessage], tools: Sequence[ToolSpec], context: CallContext) -> ModelResponse:
+        response = await super().complete(messages, tools, context)
+        if messages[0].content == ORCHESTRATOR_PROMPT and not response.message.tool_calls:
+            table = "\n".join((response.message.content or "").splitlines()[:-1])
+            return replace(response, message=response.message.model_copy(update={"content": table}))
+        return response
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="needs Debian's chromium")
+def test_subagent_accuracy_scores_the_sub_agents_answers_apart_from_the_table(tmp_path: Path) -> None:
+    result = run_demo(seed=3, num_entities=4, model=_DroppingLastRow(), store=TraceStore(tmp_path / "traces.db"), modes=("swarm",))
+    assert result["accuracy"] == 0.75 and result["subagent_accuracy"] == 1.0
+    assert "(the sub-agents' answers 100%)" in describe(result)
