@@ -16,7 +16,9 @@ agents would do, turn by turn, without generating. The abilities:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import torch
 
@@ -79,34 +81,99 @@ class EvalSet:
 
 
 @torch.no_grad()
+def predictions(model: torch.nn.Module, eval_set: EvalSet, *, batch_size: int = 8) -> Iterator[tuple[EncodedConversation, list[int]]]:
+    """Each conversation with the model's top choice after each of its tokens (`[i]` predicts `ids[i + 1]`)."""
+    was_training = model.training
+    model.eval()
+    items = sorted(eval_set.conversations, key=lambda c: len(c.ids))
+    try:
+        for first in range(0, len(items), batch_size):
+            chunk = items[first : first + batch_size]
+            length = max(len(c.ids) for c in chunk)
+            ids = torch.zeros(len(chunk), length, dtype=torch.long)
+            for row, conversation in enumerate(chunk):
+                ids[row, : len(conversation.ids)] = torch.tensor(conversation.ids)
+            predicted = train_logits(model, ids).argmax(-1)  # [B, T]
+            for row, conversation in enumerate(chunk):
+                yield conversation, predicted[row, : len(conversation.ids)].tolist()
+    finally:
+        model.train(was_training)
+
+
 def evaluate(model: torch.nn.Module, eval_set: EvalSet, *, batch_size: int = 8) -> dict[str, float]:
     """Fraction of turns exactly right, per ability; `ABILITY_tokens`: fraction of its tokens right
     (a smoother curve, which moves before whole turns come right)."""
-    was_training = model.training
-    model.eval()
     right: dict[str, list[bool]] = {name: [] for name in ABILITIES}
     tokens: dict[str, list[float]] = {name: [] for name in ABILITIES}
-    items = sorted(eval_set.conversations, key=lambda c: len(c.ids))
-    for first in range(0, len(items), batch_size):
-        chunk = items[first : first + batch_size]
-        length = max(len(c.ids) for c in chunk)
-        ids = torch.zeros(len(chunk), length, dtype=torch.long)
-        for row, conversation in enumerate(chunk):
-            ids[row, : len(conversation.ids)] = torch.tensor(conversation.ids)
-        predicted = train_logits(model, ids).argmax(-1)  # [B, T]
-        for row, conversation in enumerate(chunk):
-            for name, start, end in conversation.turns:
-                target = ids[row, start:end]
-                hits = predicted[row, start - 1 : end - 1] == target
-                right[name].append(bool(hits.all()))
-                tokens[name].append(float(hits.float().mean()))
-    model.train(was_training)
+    for conversation, predicted in predictions(model, eval_set, batch_size=batch_size):
+        for name, start, end in conversation.turns:
+            hits = [predicted[i - 1] == conversation.ids[i] for i in range(start, end)]
+            right[name].append(all(hits))
+            tokens[name].append(sum(hits) / len(hits))
     result = {name: round(sum(flags) / len(flags), 3) for name, flags in right.items() if flags}
     return result | {f"{name}_tokens": round(sum(v) / len(v), 3) for name, v in tokens.items() if v}
 
 
+def cell_of(turn_text: str) -> str:
+    """Where in an assistant turn the next token goes, from the turn's text before it: "call"
+    in a tool call; in a table row, the label of a "Label: value" cell, "name" for the
+    entity's cell, "number" for the row's number; "other" elsewhere (the header, the rule)."""
+    if "<|tool_call" in turn_text:
+        return "call"
+    line = turn_text.rsplit("\n", 1)[-1]
+    cell = line.rsplit("|", 1)[-1]
+    if ":" in cell:
+        return cell.split(":", 1)[0].strip() or "other"
+    if line.count("|") == 1:
+        return "number"
+    if line.count("|") == 2 and line.split("|")[1].strip().isdigit():
+        return "name"
+    return "other"
+
+
+@dataclass
+class ErrorReport:
+    """Teacher-forced errors, where they fall: turns right per ability, wrong tokens per
+    (ability, cell) and the commonest (ability, cell, right token, predicted token)."""
+
+    turns: dict[str, list[int]] = field(default_factory=dict)  # ability -> [right, total]
+    cells: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # -> [wrong, total]
+    confusions: Counter[tuple[str, str, str, str]] = field(default_factory=Counter)
+
+    def add(self, tokenizer: KimiTokenizer, conversation: EncodedConversation, predicted: list[int]) -> None:
+        ids = conversation.ids
+        for name, start, end in conversation.turns:
+            turn = self.turns.setdefault(name, [0, 0])
+            turn[1] += 1
+            turn[0] += all(predicted[i - 1] == ids[i] for i in range(start, end))
+            for i in range(start, end):
+                cell = cell_of(tokenizer.decode(ids[start:i]))
+                counts = self.cells.setdefault((name, cell), [0, 0])
+                counts[1] += 1
+                if predicted[i - 1] != ids[i]:
+                    counts[0] += 1
+                    self.confusions[(name, cell, tokenizer.decode([ids[i]]), tokenizer.decode([predicted[i - 1]]))] += 1
+
+    def describe(self, top: int = 20) -> str:
+        lines = ["turns right: " + ", ".join(f"{name} {right}/{total}" for name, (right, total) in self.turns.items())]
+        lines.append("wrong tokens by cell (ability/cell: wrong of all):")
+        ranked = sorted(self.cells.items(), key=lambda item: -item[1][0])
+        lines += [f"  {name}/{cell}: {wrong} of {total}" for (name, cell), (wrong, total) in ranked if wrong]
+        lines.append(f"commonest confusions (right -> predicted), top {top}:")
+        lines += [f"  {name}/{cell}: {right!r} -> {guess!r} x{n}" for (name, cell, right, guess), n in self.confusions.most_common(top)]
+        return "\n".join(lines)
+
+
+def error_report(model: torch.nn.Module, eval_set: EvalSet, tokenizer: KimiTokenizer) -> ErrorReport:
+    report = ErrorReport()
+    for conversation, predicted in predictions(model, eval_set):
+        report.add(tokenizer, conversation, predicted)
+    return report
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m demo.abilities CHECKPOINT_DIR`: the abilities of a saved checkpoint (as loaded, INT4 included)."""
+    """`python -m demo.abilities CHECKPOINT_DIR [--errors] [--runs N]`: the abilities of a saved
+    checkpoint (as loaded, INT4 included); `--errors`: where its wrong tokens fall."""
     import argparse
     import json
 
@@ -115,10 +182,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Per-ability accuracy of a demo checkpoint on unseen worlds.")
     parser.add_argument("checkpoint")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--errors", action="store_true", help="also where the wrong tokens fall, and what was predicted")
+    parser.add_argument("--runs", type=int, default=12, help="swarm runs in the eval set (12: the training log's set); single runs: half")
     args = parser.parse_args(argv)
+    if args.runs < 2:
+        parser.error(f"--runs must be at least 2, not {args.runs}")
     torch.set_num_threads(args.threads)
     model = load_model(args.checkpoint, dtype=torch.float32)
-    print(json.dumps(evaluate(model, EvalSet.build(KimiTokenizer.from_dir(args.checkpoint)))))
+    tokenizer = KimiTokenizer.from_dir(args.checkpoint)
+    eval_set = EvalSet.build(tokenizer, num_swarm_runs=args.runs, num_single_runs=args.runs // 2)
+    print(json.dumps(evaluate(model, eval_set)))
+    if args.errors:
+        print(error_report(model, eval_set, tokenizer).describe())
 
 
 if __name__ == "__main__":
