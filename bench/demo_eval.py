@@ -4,7 +4,8 @@ For each seed: a fresh fixture world, `--entities` entities (16 by default), the
 run then the single-agent run, on the demo checkpoint with the `local:` backend.
 Prints one JSON line per seed and a summary: item accuracy of both modes (goal: swarm
 at least 95%) and of the swarm's sub-agents' own answers (what its table copies), wall
-time ratio single/swarm (goal: at least 3x at 16 entities) and critical steps of both. Seeds start at 1,000,000,000, above every training world's.
+time ratio single/swarm (goal: at least 3x at 16 entities) and critical steps of both.
+Seeds start at 1,000,000,000, above every training world's.
 `--web-latency S` makes the fixture site answer each request S seconds late, as a remote
 site would (simulated: what the goal's figures are measured without).
 

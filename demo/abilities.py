@@ -143,14 +143,15 @@ class ErrorReport:
     def add(self, tokenizer: KimiTokenizer, conversation: EncodedConversation, predicted: list[int]) -> None:
         ids = conversation.ids
         for name, start, end in conversation.turns:
+            hits = [predicted[i - 1] == ids[i] for i in range(start, end)]
             turn = self.turns.setdefault(name, [0, 0])
             turn[1] += 1
-            turn[0] += all(predicted[i - 1] == ids[i] for i in range(start, end))
-            for i in range(start, end):
+            turn[0] += all(hits)
+            for i, hit in zip(range(start, end), hits, strict=True):
                 cell = cell_of(tokenizer.decode(ids[start:i]))
                 counts = self.cells.setdefault((name, cell), [0, 0])
                 counts[1] += 1
-                if predicted[i - 1] != ids[i]:
+                if not hit:
                     counts[0] += 1
                     self.confusions[(name, cell, tokenizer.decode([ids[i]]), tokenizer.decode([predicted[i - 1]]))] += 1
 

@@ -6,8 +6,8 @@ reading the pages): first as a swarm (an orchestrator fanning out to one sub-age
 entity), then as one agent doing the lookups in turn, the baseline that shows what
 parallelism buys. Both runs are traced to the same SQLite database. The result is
 DESIGN.md's run JSON of the swarm run plus `accuracy`, `subagent_accuracy`,
-`single_agent` and `ground_truth`. `demo_session` (world, site, model) and `demo_result` (the scoring) are
-what `run_demo` shares with `swarm demo --tui` (demo/live.py).
+`single_agent` and `ground_truth`. `demo_session` (world, site, model) and `demo_result`
+(the scoring) are what `run_demo` shares with `swarm demo --tui` (demo/live.py).
 """
 
 from __future__ import annotations
@@ -118,8 +118,7 @@ def demo_result(store: TraceStore, task: WideTask, run_ids: dict[str, str], *, w
     summaries: dict[str, dict[str, Any]] = {}
     for mode, run_id in run_ids.items():
         summary = run_summary(store, run_id)
-        num_right, num_items = item_accuracy(task, summary.get("final_answer"))
-        summaries[mode] = summary | {"accuracy": round(num_right / num_items, 4)}
+        summaries[mode] = summary | {"accuracy": _accuracy(task, summary.get("final_answer"))}
     result = dict(summaries.get("swarm") or next(iter(summaries.values())))
     if "swarm" in run_ids:
         result["subagent_accuracy"] = subagent_accuracy(store, task, run_ids["swarm"])
@@ -140,7 +139,11 @@ def subagent_accuracy(store: TraceStore, task: WideTask, run_id: str) -> float:
     taken together: what the orchestrator had to copy into its table. Against the run's
     `accuracy`, it tells the sub-agents' reading from the orchestrator's assigning and copying."""
     answers = [agent.final_answer or "" for agent in store.agents(run_id) if agent.role == "subagent"]
-    num_right, num_items = item_accuracy(task, "\n".join(answers))
+    return _accuracy(task, "\n".join(answers))
+
+
+def _accuracy(task: WideTask, answer: str | None) -> float:
+    num_right, num_items = item_accuracy(task, answer)
     return round(num_right / num_items, 4)
 
 
