@@ -87,12 +87,15 @@ def _parse_call(chunk: str, next_index: int) -> tuple[ParsedToolCall | None, str
 
 class StreamingToolParser:
     """Feeds on text deltas; returns the content safe to show now. Text that might be
-    the start of a tool-calls section is held back until it is known not to be."""
+    the start of a tool-calls section is held back until it is known not to be.
+    `complete_calls` hands out each tool call as soon as its end marker has arrived."""
 
     def __init__(self) -> None:
         self.text = ""
         self._num_shown = 0
         self._is_in_section = False
+        self._next_call_at: int | None = None  # where the next complete call's text starts
+        self._num_complete = 0
 
     def feed(self, delta: str) -> str:
         self.text += delta
@@ -103,6 +106,33 @@ class StreamingToolParser:
             self._is_in_section = True
             return self._show(begin)
         return self._show(len(self.text) - _partial_suffix(self.text, SECTION_BEGIN))
+
+    def complete_calls(self) -> list[ParsedToolCall]:
+        """The tool calls closed since the last time, in order, each as `finish` will parse
+        it (so they are the first calls of its list). It stops handing out calls for good at
+        the first one that is broken, at the section's end, and inside reasoning (a section
+        after `<think>` and before `</think>` is not a call)."""
+        if not self._is_in_section or self._next_call_at == -1:
+            return []
+        if self._next_call_at is None:
+            begin = self.text.find(SECTION_BEGIN)
+            before = self.text[:begin]
+            if "<think>" in before and THINK_END not in before:
+                self._next_call_at = -1
+                return []
+            self._next_call_at = begin + len(SECTION_BEGIN)
+        calls: list[ParsedToolCall] = []
+        while (end := self.text.find(CALL_END, self._next_call_at)) != -1:
+            segment = self.text[self._next_call_at : end + len(CALL_END)]
+            chunks = segment.split(CALL_BEGIN)[1:]
+            call, error = _parse_call(chunks[0], self._num_complete) if len(chunks) == 1 else (None, "")
+            if call is None or error is not None or SECTION_END in segment:
+                self._next_call_at = -1  # `finish` reports it; no later call can be trusted
+                break
+            calls.append(call)
+            self._num_complete += 1
+            self._next_call_at = end + len(CALL_END)
+        return calls
 
     def finish(self) -> tuple[str, ParsedCompletion]:
         """The rest of the content to show, and the whole completion parsed."""

@@ -6,6 +6,11 @@ Each step is one model call and ends in one of a closed set of outcomes:
     ToolsRan      the tool calls ran and their results joined the conversation
     OutOfSteps    the step limit came before a final answer
 
+An agent with `is_concurrent` tools (an orchestrator's `assign_task`) starts each tool call
+as soon as the model's stream has it whole (`CallContext.on_tool_call`), so its sub-agents
+work while it is still writing the rest of the turn; the others run their calls in turn
+once the model has answered.
+
 A tool call that the model can fix (unknown tool, arguments that are not a JSON object, a
 `ToolError` from the tool) comes back to the model as an error observation. Budget
 trips stop the whole run (`RunState.stop`); model errors after retries and bugs propagate
@@ -14,9 +19,10 @@ to whoever runs the agent.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -72,6 +78,7 @@ class Agent:
         self.max_steps = max_steps
         self.tools = {tool.name: tool for tool in tools}
         self.specs = [spec_of(tool) for tool in tools]
+        self._has_concurrent_tools = any(getattr(tool, "is_concurrent", False) for tool in tools)
         self.messages: list[Message] = []
         on_text = self._on_text if run.stream_text else None
         self.context = CallContext(agent_id=state.id, agent_name=state.name, role=state.role, on_text=on_text)
@@ -88,22 +95,74 @@ class Agent:
     async def step(self) -> StepResult:
         if self.state.steps >= self.max_steps:
             return OutOfSteps()
-        step = self.state.steps + 1
-        response = await self._call_model(step)
+        step = self.state.current_step = self.state.steps + 1
+        if not self._has_concurrent_tools:
+            response = await self._call_model(step, None)
+            if (answer := await self._take(step, response)) is not None:
+                return answer
+            for index, call in enumerate(response.message.tool_calls):
+                self._add_result(call, await self._run_tool_call(step, index, call))
+            return ToolsRan()
+        return await self._overlapped_step(step)
+
+    async def _overlapped_step(self, step: int) -> StepResult:
+        """A step whose tool calls start as the model streams them: each goes to a dispatcher
+        the moment it is whole, which starts the `is_concurrent` ones in this step's task group
+        and runs the others in turn, as if the calls had all come at once."""
+        results: dict[int, str] = {}
+        send, receive = anyio.create_memory_object_stream[tuple[int, ToolCall]](math.inf)
+        num_sent = 0
+
+        def dispatch(call: ToolCall) -> None:
+            nonlocal num_sent
+            send.send_nowait((num_sent, call))
+            num_sent += 1
+
+        async def run_one(index: int, call: ToolCall) -> None:
+            results[index] = await self._run_tool_call(step, index, call)
+
+        async def dispatcher() -> None:
+            async with receive:
+                async for index, call in receive:
+                    if getattr(self.tools.get(call.name), "is_concurrent", False):
+                        group.start_soon(run_one, index, call)
+                    else:
+                        await run_one(index, call)
+
+        answer: FinalAnswer | None = None
+        error: Exception | None = None
+        async with anyio.create_task_group() as group:
+            group.start_soon(dispatcher)
+            with send:
+                try:
+                    response = await self._call_model(step, dispatch)
+                    answer = await self._take(step, response)
+                    for call in response.message.tool_calls[num_sent:]:
+                        dispatch(call)
+                except Exception as exc:  # raised as itself below, not in the group's ExceptionGroup
+                    error = exc
+                    group.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if answer is not None:
+            return answer
+        for index, call in enumerate(response.message.tool_calls):
+            self._add_result(call, results[index])
+        return ToolsRan()
+
+    async def _take(self, step: int, response: ModelResponse) -> FinalAnswer | None:
+        """Adds a step's answer to the conversation; a `FinalAnswer` when it calls no tools."""
         self.state.steps = step
         self._add(response.message)
         try:
             self.run.budget.add_tokens(response.usage.input_tokens, response.usage.output_tokens)
         except BudgetExceeded as exc:
             await self._stop_run(str(exc))
-        if not response.message.tool_calls:
-            return FinalAnswer(response.message.content or "")
-        await self._run_tool_calls(step, response.message.tool_calls)
-        return ToolsRan()
+        return None if response.message.tool_calls else FinalAnswer(response.message.content or "")
 
     # -- the model ----------------------------------------------------------------
 
-    async def _call_model(self, step: int) -> ModelResponse:
+    async def _call_model(self, step: int, on_tool_call: Callable[[ToolCall], None] | None) -> ModelResponse:
         run, state = self.run, self.state
 
         def observe(attempt: int, started_at: float, response: ModelResponse | None, error: ModelError | None) -> None:
@@ -121,31 +180,16 @@ class Agent:
                 )
             )
 
-        return await run.model.complete(self.messages, self.specs, self.context, on_attempt=observe)
+        context = self.context if on_tool_call is None else replace(self.context, on_tool_call=on_tool_call)
+        return await run.model.complete(self.messages, self.specs, context, on_attempt=observe)
 
     def _on_text(self, text: str) -> None:
         self.run.emit(TextDelta(run_id=self.run.run_id, at=time.time(), agent_id=self.state.id, text=text))
 
     # -- tools --------------------------------------------------------------------
 
-    async def _run_tool_calls(self, step: int, calls: Sequence[ToolCall]) -> None:
-        results: list[str] = [""] * len(calls)
-
-        async def run_one(index: int, call: ToolCall) -> None:
-            results[index] = await self._run_tool_call(step, index, call)
-
-        if len(calls) == 1:  # nothing to overlap, so no task group (most steps of a big swarm)
-            await run_one(0, calls[0])
-        else:
-            async with anyio.create_task_group() as group:
-                for index, call in enumerate(calls):
-                    tool = self.tools.get(call.name)
-                    if getattr(tool, "is_concurrent", False):
-                        group.start_soon(run_one, index, call)
-                    else:
-                        await run_one(index, call)
-        for call, result in zip(calls, results, strict=True):
-            self._add(Message(role="tool", content=result, tool_call_id=call.id, name=call.name))
+    def _add_result(self, call: ToolCall, result: str) -> None:
+        self._add(Message(role="tool", content=result, tool_call_id=call.id, name=call.name))
 
     async def _run_tool_call(self, step: int, index: int, call: ToolCall) -> str:
         run, state = self.run, self.state

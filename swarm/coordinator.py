@@ -7,9 +7,11 @@ The orchestrator has the Kimi K2.5 Agent Swarm tools besides the run's own tools
                                            its final answer only, never its trajectory
 
 All `assign_task` calls of one assistant turn run concurrently (the agent loop starts
-every `is_concurrent` tool in one task group); a capacity limiter shared by the whole
-run caps how many sub-agents run at once. A sub-agent that fails, runs out of steps or is
-cancelled does not disturb its siblings: that outcome is the result of its call.
+every `is_concurrent` tool in one task group, each as soon as the model's stream has it
+whole, so sub-agents start while the orchestrator still writes); a capacity limiter
+shared by the whole run caps how many sub-agents run at once. A sub-agent that fails,
+runs out of steps or is cancelled does not disturb its siblings: that outcome is the
+result of its call.
 
 Run statuses: succeeded | failed | cancelled | budget_exceeded, with a stop reason that
 names the limit or error.
@@ -154,7 +156,7 @@ class _SwarmTools:
                 f"max_subagents ({limits.max_subagents}) reached: no more sub-agents can run in this task; "
                 "finish with the results you have"
             )
-        launched_at = self.root.steps
+        launched_at = self.root.current_step  # a call can start while its step's model call streams
         async with run.subagent_limiter:
             child = run.new_agent(
                 name=definition.name, role="subagent", parent=self.root, task=task,

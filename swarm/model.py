@@ -12,19 +12,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from swarm.messages import Message, ToolSpec, Usage
+from swarm.messages import Message, ToolCall, ToolSpec, Usage
 
 AgentRole = Literal["orchestrator", "subagent"]
 
 
 @dataclass(frozen=True)
 class CallContext:
-    """Who is calling, and where streamed text goes; backends may ignore all of it."""
+    """Who is calling, and where streamed text goes; backends may ignore all of it.
+
+    `on_tool_call` receives each tool call as soon as the stream has it whole, before the
+    response ends, so the agent can start it while the model writes the rest (an
+    orchestrator's sub-agents start while it is still assigning). A backend that calls it
+    puts every call it passed first in the response's `tool_calls`, in the same order
+    (`with_early_calls`), even if its final parse disagrees: those calls have run."""
 
     agent_id: str
     agent_name: str
     role: AgentRole
     on_text: Callable[[str], None] | None = None  # streamed content deltas
+    on_tool_call: Callable[[ToolCall], None] | None = None  # tool calls complete mid-stream
+
+
+def with_early_calls(early: Sequence[ToolCall], calls: Sequence[ToolCall]) -> tuple[ToolCall, ...]:
+    """A response's tool calls given the ones already handed to `on_tool_call`: those first,
+    then the rest of `calls` (the same list when the stream and the final parse agree)."""
+    if [call.id for call in calls[: len(early)]] == [call.id for call in early]:
+        return (*early, *calls[len(early) :])
+    started = {call.id for call in early}
+    return (*early, *(call for call in calls if call.id not in started))
 
 
 @dataclass(frozen=True)

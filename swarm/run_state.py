@@ -34,7 +34,8 @@ class AgentState:
     role: AgentRole
     parent_id: str | None
     launched_at_step: int | None = None
-    steps: int = 0
+    steps: int = 0  # steps whose model call has answered
+    current_step: int = 0  # the step under way (its model call, then its tools)
     num_tool_calls: int = 0
     usage: Usage = field(default_factory=Usage)
     status: RunStatus = "running"

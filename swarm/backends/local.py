@@ -3,7 +3,8 @@
 One engine per run, shared by every agent, so concurrent sub-agents' calls land in
 the same batches (and share the prefix cache for their common system prompt). The
 engine loads in a worker thread; its loop runs in a thread of its own. Messages are
-written in Kimi's chat format and tool calls parsed from Kimi's tool-call section.
+written in Kimi's chat format and tool calls parsed from Kimi's tool-call section, each
+handed to `CallContext.on_tool_call` as soon as its end marker is generated.
 This is the only module of `swarm` that imports `model_runtime`. Runs on asyncio
 (the engine hands outputs over with `call_soon_threadsafe`), not trio.
 """
@@ -26,7 +27,7 @@ from model_runtime.errors import RuntimeEngineError
 from model_runtime.tool_parser import ParsedCompletion, StreamingToolParser
 from swarm.errors import ModelError, ModelRequestError, ModelSpecError, ModelUnavailable
 from swarm.messages import Message, ToolCall, ToolSpec, Usage
-from swarm.model import CallContext, ModelResponse
+from swarm.model import CallContext, ModelResponse, with_early_calls
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class LocalChatModel:
         start = time.monotonic()
         ttft_s = None
         parser = StreamingToolParser()
+        early: list[ToolCall] = []  # handed to context.on_tool_call mid-stream
         final = None
         try:
             prompt = render_chat([to_kimi_dict(m) for m in messages], [t.to_openai() for t in tools] or None, template=self.llm.tokenizer.chat_template if self.llm.tokenizer else None)
@@ -61,6 +63,10 @@ class LocalChatModel:
                 shown = parser.feed(out.delta_text)
                 if shown and context.on_text is not None:
                     context.on_text(shown)
+                if context.on_tool_call is not None:
+                    for call in parser.complete_calls():
+                        early.append(ToolCall(id=call.id, name=call.name, arguments=call.arguments))
+                        context.on_tool_call(early[-1])
                 final = out
         except (InvalidRequestError, ValueError) as exc:
             raise ModelRequestError(f"local model rejected the request: {exc}") from exc
@@ -74,9 +80,15 @@ class LocalChatModel:
         assert final is not None
         if parsed.errors:
             logger.warning("agent %s: malformed tool calls from the model: %s", context.agent_name, "; ".join(parsed.errors))
-        finish_reason = "tool_calls" if parsed.tool_calls else ("length" if final.finish_reason == "length" else "stop")
+        message = to_message(parsed)
+        if early:
+            calls = with_early_calls(early, message.tool_calls)
+            if calls != message.tool_calls:
+                logger.warning("agent %s: the final parse lost or changed tool calls that had started", context.agent_name)
+            message = message.model_copy(update={"tool_calls": calls})
+        finish_reason = "tool_calls" if message.tool_calls else ("length" if final.finish_reason == "length" else "stop")
         return ModelResponse(
-            message=to_message(parsed),
+            message=message,
             usage=Usage(input_tokens=len(final.prompt_token_ids), output_tokens=len(final.token_ids)),
             model=self._name,
             finish_reason=finish_reason,

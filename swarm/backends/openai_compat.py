@@ -4,7 +4,8 @@ Uses the official `openai` client (async) with its own retries switched off: ret
 `swarm.backends.retry`'s job, so that every attempt is recorded and rate limits can
 steer concurrency. Streams by default (time to first token, live text); keeps the
 endpoint's tool-call ids and gives Kimi-style ids (`functions.NAME:IDX`) to calls that
-come without one. Thinking text (`reasoning_content`, as Moonshot and vLLM send it) is kept
+come without one; a streamed call goes to `CallContext.on_tool_call` as soon as the next
+one begins. Thinking text (`reasoning_content`, as Moonshot and vLLM send it) is kept
 and sent back on later turns, which Kimi's thinking models require during tool use.
 """
 
@@ -26,7 +27,7 @@ import openai
 from swarm.backends.http1 import Http1Transport
 from swarm.errors import ModelRequestError, ModelTimeout, ModelUnavailable, RateLimited
 from swarm.messages import Message, ToolCall, ToolSpec, Usage, kimi_tool_call_id
-from swarm.model import CallContext, ModelResponse
+from swarm.model import CallContext, ModelResponse, with_early_calls
 
 
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
@@ -98,6 +99,20 @@ class _ToolCallBuffer:
         self.id: str | None = None
         self.name = ""
         self.arguments: list[str] = []
+
+    def call(self, position: int) -> ToolCall:
+        return ToolCall(id=self.id or kimi_tool_call_id(self.name, position), name=self.name,
+                        arguments="".join(self.arguments) or "{}")  # fmt: skip
+
+
+def _complete_call(buffer: _ToolCallBuffer, position: int) -> ToolCall | None:
+    """A streamed call whose successor has begun, if it is whole: a name and JSON arguments."""
+    call = buffer.call(position)
+    try:
+        json.loads(call.arguments)
+    except json.JSONDecodeError:
+        return None
+    return call if call.name else None
 
 
 def _default_http_client(timeout_s: float) -> httpx2.AsyncClient:
@@ -296,6 +311,8 @@ class OpenAIChatModel:
         content: list[str] = []
         reasoning: list[str] = []
         buffers: dict[int, _ToolCallBuffer] = {}
+        early: list[ToolCall] = []  # handed to context.on_tool_call mid-stream
+        last_index = -1  # the highest tool-call index streamed so far
         usage = Usage()
         finish_reason: str | None = None
         model = self._model_name
@@ -338,21 +355,22 @@ class OpenAIChatModel:
                     if thinking := delta.get("reasoning_content"):
                         reasoning.append(thinking)
                     for part in parts or ():
-                        buffer = buffers.setdefault(part.get("index", 0), _ToolCallBuffer())
+                        index = part.get("index", 0)
+                        if index > last_index >= 0 and context.on_tool_call is not None:
+                            # Servers stream calls in order: a new index closes the last one.
+                            call = _complete_call(buffers[last_index], len(buffers) - 1)
+                            if call is not None and len(early) == len(buffers) - 1:
+                                early.append(call)
+                                context.on_tool_call(call)
+                        last_index = max(last_index, index)
+                        buffer = buffers.setdefault(index, _ToolCallBuffer())
                         buffer.id = part.get("id") or buffer.id
                         function = part.get("function") or {}
                         buffer.name += function.get("name") or ""
                         buffer.arguments.append(function.get("arguments") or "")
         finally:
             await response.aclose()
-        calls = tuple(
-            ToolCall(
-                id=buffer.id or kimi_tool_call_id(buffer.name, i),
-                name=buffer.name,
-                arguments="".join(buffer.arguments) or "{}",
-            )
-            for i, (_, buffer) in enumerate(sorted(buffers.items()))
-        )
+        calls = with_early_calls(early, [buffer.call(i) for i, (_, buffer) in enumerate(sorted(buffers.items()))])
         message = Message(
             role="assistant",
             content="".join(content) or None,

@@ -5,7 +5,8 @@ again after an exponential backoff with full jitter, or after the server's `Retr
 when it sends one. Every attempt passes through an `AdaptiveLimiter`: when rate limits
 persist (a call is rate-limited on a retry too), the number of calls in flight is halved;
 after a run of successes it grows back by one, up to its ceiling (additive increase,
-multiplicative decrease, as TCP does).
+multiplicative decrease, as TCP does). A call that failed after handing tool calls on
+mid-stream (`CallContext.on_tool_call`) is not tried again: they are already running.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import anyio
 
 from swarm.errors import ModelError, RateLimited, RetryableModelError
-from swarm.messages import Message, ToolSpec
+from swarm.messages import Message, ToolCall, ToolSpec
 from swarm.model import CallContext, ChatModel, ModelResponse
 
 
@@ -117,6 +118,15 @@ class RetryingModel:
         on_attempt: AttemptObserver | None = None,
     ) -> ModelResponse:
         attempt = 0
+        early: list[ToolCall] = []  # calls handed on mid-stream by any attempt
+        if context.on_tool_call is not None:
+            on_tool_call = context.on_tool_call
+
+            def hand_on(call: ToolCall) -> None:
+                early.append(call)
+                on_tool_call(call)
+
+            context = replace(context, on_tool_call=hand_on)
         while True:
             attempt += 1
             started_at = time.time()
@@ -125,6 +135,11 @@ class RetryingModel:
             except RetryableModelError as error:
                 if on_attempt is not None:
                     on_attempt(attempt, started_at, None, error)
+                if early:  # its tool calls are running: another attempt would start them again
+                    raise type(error)(
+                        f"{error} (not tried again: {len(early)} of its tool calls had started)",
+                        retry_after_s=error.retry_after_s,
+                    ) from error
                 if isinstance(error, RateLimited) and attempt > 1 and self.limiter is not None:
                     self.limiter.on_persistent_rate_limit()
                 if attempt >= self.policy.max_attempts:

@@ -36,6 +36,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     error: str = ""
+    call_gap_s: float = 0.0  # streamed: a pause before each tool call after the first, as a model writing them
 
 
 Brain = Callable[[dict[str, Any]], Reply]
@@ -60,7 +61,8 @@ class SwarmBrain:
 
     Failure injection, by a word in a sub-agent's task: `FAIL` makes its calls return 400;
     `RATE` gets 429 (with Retry-After) on its first `rate_limit_times` calls; `ERR500` gets
-    500 on its first call; `SLOW` waits `slow_delay_s` more per call.
+    500 on its first call; `SLOW` waits `slow_delay_s` more per call. `call_gap_s` streams
+    the assign turn's calls that far apart, as a model takes time to write each.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class SwarmBrain:
         rate_limit_times: int = 2,
         retry_after_s: float = 0.05,
         slow_delay_s: float = 1.0,
+        call_gap_s: float = 0.0,
     ) -> None:
         self.num_subagents = num_subagents
         self.subagent_tool_calls = subagent_tool_calls
@@ -83,6 +86,7 @@ class SwarmBrain:
         self.rate_limit_times = rate_limit_times
         self.retry_after_s = retry_after_s
         self.slow_delay_s = slow_delay_s
+        self.call_gap_s = call_gap_s
         self._lock = threading.Lock()
         self._calls_by_task: dict[str, int] = {}
 
@@ -100,7 +104,8 @@ class SwarmBrain:
             )
         if turn == 1:
             tasks = self.tasks or [f"part {i}" for i in range(self.num_subagents)]
-            return Reply(tool_calls=[("assign_task", {"agent": "worker", "task": t}) for t in tasks], delay_s=self.latency_s)
+            return Reply(tool_calls=[("assign_task", {"agent": "worker", "task": t}) for t in tasks], delay_s=self.latency_s,
+                         call_gap_s=self.call_gap_s)  # fmt: skip
         results = [m.get("content") or "" for m in body["messages"] if m["role"] == "tool"][1:]
         return Reply(content="FINAL\n" + "\n".join(results), delay_s=self.latency_s)
 
@@ -219,6 +224,8 @@ class FakeOpenAIServer:
                 if piece:
                     yield chunk({"content": piece})
         for i, call in enumerate(self._calls(reply)):
+            if i and reply.call_gap_s:
+                await asyncio.sleep(reply.call_gap_s)
             arguments = call["function"]["arguments"]
             yield chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
                                          "function": {"name": call["function"]["name"], "arguments": arguments[:5]}}]})

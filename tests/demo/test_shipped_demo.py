@@ -58,6 +58,13 @@ def test_swarm_demo_runs_the_shipped_model_in_both_modes(tmp_path: Path) -> None
         assert all(call.status == "ok" for call in calls if call.tool == "browser_navigate")
         model_calls = store.model_calls(run_id)
         assert model_calls and all(call.output_tokens > 0 for call in model_calls)
+        # The engine's stream hands each assign_task on as it is generated: the first
+        # sub-agent started while the orchestrator was still writing the others.
+        orchestrator = next(agent for agent in store.agents(run_id) if agent.role == "orchestrator")
+        turn = next(call for call in model_calls if call.agent_id == orchestrator.id and call.step == 1)
+        assigns = [call for call in calls if call.agent_id == orchestrator.id and call.tool == "assign_task"]
+        assert min(call.started_at for call in assigns) < turn.started_at + turn.latency_s
+        assert {agent.launched_at_step for agent in subagents} == {1}
     finally:
         store.close()
 
