@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 import random
 
-import jinja2
-import jinja2.sandbox
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -54,19 +52,6 @@ def chat_template() -> str:
     return (Path(__file__).parent / "chat_template.jinja").read_text()
 
 
-@cache
-def _compiled_template() -> jinja2.Template:
-    """The template compiled once, in the environment `render_chat` builds per call (a test
-    checks the outputs agree); compiling per message would dominate data generation."""
-    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    env.filters["tojson"] = lambda v, **kw: json.dumps(v, ensure_ascii=False, **kw)
-    return env.from_string(chat_template())
-
-
-def render_fast(messages: list[Message], tools: list[dict[str, Any]] | None, *, add_generation_prompt: bool) -> str:
-    return _compiled_template().render(messages=messages, tools=tools, add_generation_prompt=add_generation_prompt)
-
-
 def tool_dicts(names: tuple[str, ...]) -> list[dict[str, Any]]:
     """Tools as `ToolSpec.to_openai()` passes them (the template reads only the names)."""
     return [{"type": "function", "function": {"name": name, "description": "", "parameters": {}}} for name in names]
@@ -83,10 +68,10 @@ class Conversation:
 
     def segments(self) -> list[tuple[str, bool]]:
         """The rendered text in pieces, each marked True where the assistant wrote it."""
-        pieces = [(render_fast([], tool_dicts(self.tools), add_generation_prompt=False), False)]
-        head = render_fast([], None, add_generation_prompt=True)  # "<|im_assistant|>assistant<|im_middle|>"
+        pieces = [(render_chat([], tool_dicts(self.tools), template=chat_template(), add_generation_prompt=False), False)]
+        head = render_chat([], None, template=chat_template(), add_generation_prompt=True)  # "<|im_assistant|>assistant<|im_middle|>"
         for message in self.messages:
-            text = render_fast([message], None, add_generation_prompt=False)
+            text = render_chat([message], None, template=chat_template(), add_generation_prompt=False)
             if message["role"] == "assistant":
                 pieces += [(head, False), (text.removeprefix(head), True)]
             else:

@@ -7,7 +7,7 @@ import random
 
 from demo.tasks import item_accuracy, value_of
 from demo.trajectories import (
-    CREATED, SUBAGENT_NAME, chat_template, render_fast, sample_conversation, single_run, swarm_run, tool_dicts,
+    CREATED, SUBAGENT_NAME, chat_template, sample_conversation, single_run, swarm_run, tool_dicts,
 )  # fmt: skip
 from model_runtime.chat_format import render_chat, render_kimi
 from model_runtime.tool_parser import parse_completion
@@ -49,15 +49,6 @@ def test_template_is_kimis_format_but_declares_tools_by_name() -> None:
     declare_end = kimi.index("<|im_end|>") + len("<|im_end|>")
     assert ours.startswith("<|im_system|>tool_declare<|im_middle|>web_search browser_navigate create_subagent assign_task<|im_end|>")
     assert ours.split("<|im_end|>", 1)[1] == kimi[declare_end:]
-
-
-def test_fast_renderer_equals_render_chat_with_the_template() -> None:
-    for conversation in swarm_run(9, 2)[1]:
-        tools = tool_dicts(conversation.tools)
-        for flag in (True, False):
-            assert render_fast(conversation.messages, tools, add_generation_prompt=flag) == render_chat(
-                conversation.messages, tools, template=chat_template(), add_generation_prompt=flag
-            )
 
 
 def test_segments_join_to_the_whole_conversation() -> None:

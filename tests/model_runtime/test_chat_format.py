@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from model_runtime.chat_format import render_chat
+from model_runtime.chat_format import compiled_template, render_chat
 from model_runtime.tiny_tokenizer import write_tiny_tokenizer
 from model_runtime.tokenizer import IncrementalDecoder, KimiTokenizer
 from model_runtime.tool_parser import StreamingToolParser, parse_completion
@@ -99,3 +99,11 @@ def test_template_errors_surface_as_value_errors() -> None:
     template = "{% if messages[0].role != 'user' %}{{ raise_exception('first message must be the user') }}{% endif %}"
     with pytest.raises(ValueError, match="first message must be the user"):
         render_chat([{"role": "system", "content": "x"}], template=template)
+
+
+def test_a_template_is_compiled_once_and_each_template_renders_as_itself() -> None:
+    first, second = "{% for m in messages %}[{{ m.content }}]{% endfor %}", "{% for m in messages %}<{{ m.content }}>{% endfor %}"
+    assert compiled_template(first) is compiled_template(first)
+    messages = [{"role": "user", "content": "hi"}]
+    assert render_chat(messages, template=first, add_generation_prompt=False) == "[hi]"
+    assert render_chat(messages, template=second, add_generation_prompt=False) == "<hi>"
