@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 
 from demo.tasks import page_label
-from tools.base import FunctionTool, ToolError, argument, schema
+from tools.base import FunctionTool, ToolError, argument, http_ssl_context, schema
 from tools.browser import Browser, BrowserConfig
 from tools.browser_kit import BrowserKit, WarmBrowsers
 from tools.fixture_web.render import search
@@ -98,7 +98,7 @@ class FixtureWebKit(BrowserKit):
     async def __aenter__(self) -> FixtureWebKit:
         await super().__aenter__()
         try:
-            self._client = await self._stack.enter_async_context(httpx.AsyncClient(timeout=15.0))
+            self._client = await self._stack.enter_async_context(httpx.AsyncClient(timeout=15.0, verify=http_ssl_context()))
         except BaseException:
             await super().__aexit__(None, None, None)
             raise

@@ -9,14 +9,29 @@
 
 `FunctionTool` satisfies the swarm's `Tool` protocol structurally, so this package never
 imports `swarm`. `cap_text` is how every tool keeps a huge result out of a model's context:
-it cuts and says so, rather than silently truncating.
+it cuts and says so, rather than silently truncating. `http_ssl_context` is the TLS
+context every tool's HTTP client shares.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl
+
+
+@cache
+def http_ssl_context() -> ssl.SSLContext:
+    """httpx's default verifying TLS context, built once per process for every tool's
+    `httpx.AsyncClient(verify=...)`: each client otherwise builds its own and loads the CA
+    bundle (~20 ms of the event loop's time), and a run opens a client per kit."""
+    import httpx
+
+    return httpx.create_ssl_context()
 
 
 class ToolError(Exception):

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 import anyio
 import httpx
 
-from tools.base import FunctionTool, ToolError, ToolOptionError, argument, cap_text, check_known, option, schema
+from tools.base import FunctionTool, ToolError, ToolOptionError, argument, cap_text, check_known, http_ssl_context, option, schema
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class HttpSearchBackend:
 
     def __init__(self, endpoint: str, *, timeout_s: float = 15.0, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.endpoint = endpoint
-        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport)
+        self._client = httpx.AsyncClient(timeout=timeout_s, transport=transport, verify=http_ssl_context())
 
     async def aclose(self) -> None:
         await self._client.aclose()

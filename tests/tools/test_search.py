@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from tools.base import ToolError, ToolOptionError
+from tools.base import ToolError, ToolOptionError, http_ssl_context
 from tools.fixture_web import FixtureWebServer, World, generate_world, render_site
 from tools.search import HttpSearchBackend, LocalSearchBackend, web_search_kit_from_options, web_search_tool
 
@@ -99,3 +101,14 @@ async def test_kit_from_options(pages_dir: Path, tmp_path: Path) -> None:
 def test_bad_options_name_the_option(options: dict[str, object], message: str, tmp_path: Path) -> None:
     with pytest.raises(ToolOptionError, match=message):
         web_search_kit_from_options(options, tmp_path)
+
+
+def test_http_clients_share_one_verifying_tls_context() -> None:
+    context = http_ssl_context()
+    assert context is http_ssl_context()
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    backend = HttpSearchBackend("https://search.example/api")
+    try:
+        assert backend._client._transport._pool._ssl_context is context
+    finally:
+        anyio.run(backend.aclose)
