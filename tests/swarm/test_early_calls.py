@@ -90,7 +90,7 @@ def test_with_early_calls_keeps_the_started_calls_first() -> None:
 
 
 async def test_sub_agents_start_while_the_orchestrator_still_streams_its_assign_turn(make_harness) -> None:
-    harness = make_harness(SwarmBrain(num_subagents=4, call_gap_s=0.25))
+    harness = make_harness(SwarmBrain(num_subagents=4, call_gap_s=0.4))
     outcome = await harness.run()
     assert outcome.status == "succeeded"
     assert outcome.final_answer == "FINAL\n" + "\n".join(f"result for part {i}" for i in range(4))  # in call order
@@ -100,7 +100,7 @@ async def test_sub_agents_start_while_the_orchestrator_still_streams_its_assign_
     assigns = [c for c in harness.store.tool_calls(outcome.run_id, orchestrator.id) if c.tool == "assign_task"]
     assert len(assigns) == 4 and all(c.status == "ok" for c in assigns)
     started = sorted(c.started_at for c in assigns)
-    assert started[0] < turn_ended - 0.5  # three more calls, 0.25 s apart, were still to come
+    assert started[0] < turn_ended - 0.5  # three more calls, 0.4 s apart, were still to come (slack for a loaded machine)
     assert started[-1] < turn_ended + 0.1
     subagents = [a for a in harness.store.agents(outcome.run_id) if a.role == "subagent"]
     assert {a.launched_at_step for a in subagents} == {2}  # the step under way, not the last finished one
