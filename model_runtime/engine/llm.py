@@ -13,8 +13,9 @@ import asyncio
 import itertools
 import queue
 import threading
+import weakref
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,43 @@ def engine_cpu_threads(config: EngineConfig, model: torch.nn.Module) -> int | No
     return 1 if num_params <= SMALL_MODEL_MAX_PARAMS else None
 
 
+class LoopMailbox:
+    """Hands items from other threads to one asyncio loop, one wake-up a batch: each
+    `call_soon_threadsafe` writes to the loop's self-pipe, and an engine step whose batch
+    streams to 16 agents of one loop would write 16 times. `post` from any thread; the
+    deliveries run on the loop, in the order posted."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # not kept alive by its entry in LLM._mailboxes
+        self._lock = threading.Lock()
+        self._items: deque[tuple[Callable[[Any], None], Any]] = deque()
+        self._is_scheduled = False
+
+    def post(self, deliver: Callable[[Any], None], item: Any) -> None:
+        with self._lock:
+            self._items.append((deliver, item))
+            if self._is_scheduled:
+                return
+            self._is_scheduled = True
+        try:
+            loop = self._loop()
+            if loop is None:
+                raise RuntimeError("the event loop is gone")
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed: nobody is left to deliver to
+            with self._lock:
+                self._items.clear()
+                self._is_scheduled = False
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, deque()
+            self._is_scheduled = False
+        for deliver, item in items:
+            deliver(item)
+
+
 class LLM:
     def __init__(self, path: str | Path, *, dtype: torch.dtype = torch.bfloat16, device: str = "cpu", tensor_parallel_size: int = 1, config: EngineConfig | None = None) -> None:
         tokenizer = KimiTokenizer.from_dir(path) if (Path(path) / "tiktoken.model").is_file() else None
@@ -122,6 +160,7 @@ class LLM:
             runner = ModelRunner(model, shape, dtype=dtype, device=device, seed=config.seed, enforce_eager=config.enforce_eager)
         self.engine = LLMEngine(scheduler, runner, tokenizer, frozenset(eos))
         self._thread_lock = threading.Lock()
+        self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopMailbox] = weakref.WeakKeyDictionary()
         self._thread: threading.Thread | None = None
         self._inbox: deque[tuple[str, Any]] = deque()  # ("add", request) | ("abort", id) | ("reset", reply queue)
         self._has_mail = threading.Event()
@@ -166,13 +205,13 @@ class LLM:
 
     async def stream(self, prompt: Prompt, params: SamplingParams | None = None) -> AsyncIterator[RequestOutput]:
         """Yields an output per step that produced something, the last one `finished`."""
-        loop = asyncio.get_running_loop()
+        mailbox = self._mailbox(asyncio.get_running_loop())
         outputs: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
         request_id = self.submit(
             self.encode_prompt(prompt),
             params or SamplingParams(),
-            lambda out: loop.call_soon_threadsafe(outputs.put_nowait, out),
-            on_error=lambda exc: loop.call_soon_threadsafe(outputs.put_nowait, exc),
+            lambda out: mailbox.post(outputs.put_nowait, out),
+            on_error=lambda exc: mailbox.post(outputs.put_nowait, exc),
         )
         is_finished = False
         try:
@@ -185,6 +224,14 @@ class LLM:
         finally:
             if not is_finished:
                 self.abort(request_id)
+
+    def _mailbox(self, loop: asyncio.AbstractEventLoop) -> LoopMailbox:
+        """The loop's mailbox, shared by every stream on it (so a step wakes it once)."""
+        with self._thread_lock:
+            mailbox = self._mailboxes.get(loop)
+            if mailbox is None:
+                mailbox = self._mailboxes[loop] = LoopMailbox(loop)
+            return mailbox
 
     def submit(self, prompt_token_ids: list[int], params: SamplingParams, sink: OutputSink, *, on_error: OutputSink | None = None, is_streamed: bool = True) -> int:
         """Posts a request; `sink` gets its outputs on the loop thread (keep it quick):

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 import torch
 
-from model_runtime.engine.llm import LLM, EngineConfig
+from model_runtime.engine.llm import LLM, EngineConfig, LoopMailbox
 from model_runtime.engine.sampling_params import SamplingParams
 from tests.model_runtime.toy_model import ToyConfig, ToyModel, greedy_reference
 
@@ -108,6 +108,41 @@ def test_async_stream_interleaves_concurrent_requests(model: ToyModel) -> None:
         results = asyncio.run(main(llm))
         assert llm.stats.num_steps < 3 * 9  # shared steps, not one request after another
     assert results == [greedy_reference(model, p, 8) for p in batch]
+
+
+def test_a_loops_mailbox_wakes_it_once_for_a_batch_and_keeps_the_order() -> None:
+    import threading
+
+    async def main() -> tuple[list[int], int]:
+        loop = asyncio.get_running_loop()
+        wakeups = 0
+        original = loop.call_soon_threadsafe
+
+        def counting(*args):
+            nonlocal wakeups
+            wakeups += 1
+            return original(*args)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        mailbox, received = LoopMailbox(loop), []
+        poster = threading.Thread(target=lambda: [mailbox.post(received.append, i) for i in range(50)])
+        poster.start()
+        poster.join()  # the loop cannot run meanwhile: one batch
+        await asyncio.sleep(0)
+        mailbox.post(received.append, 50)  # a later one wakes it again
+        await asyncio.sleep(0)
+        return received, wakeups
+
+    received, wakeups = asyncio.run(main())
+    assert received == list(range(51)) and wakeups == 2
+
+
+def test_a_mailbox_of_a_closed_loop_raises_so_the_engine_aborts_that_request() -> None:
+    loop = asyncio.new_event_loop()
+    mailbox = LoopMailbox(loop)
+    loop.close()
+    with pytest.raises(RuntimeError):
+        mailbox.post(print, "lost")
 
 
 def test_string_prompts_text_and_stop_strings(model: ToyModel, tmp_path) -> None:
