@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from demo.abilities import EvalSet, evaluate
-from demo.model import RoutingBalancer, build_model, demo_config, export_checkpoint, load_checkpoint_weights, save_state, train_logits
+from demo.model import DEMO_GROUP_SIZE, RoutingBalancer, build_model, demo_config, export_checkpoint, load_checkpoint_weights, save_state, train_logits
 from demo.trajectories import TRAIN_SEED_LIMIT, Conversation, encode, sample_conversation
 from demo.vocab import build_tokenizer
 from model_runtime import load_model
@@ -157,10 +157,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=str, default="{}", help="JSON overrides of demo_config (e.g. a tiny test model)")
     parser.add_argument("--no-export", action="store_true")
     parser.add_argument("--export-only", action="store_true", help="export OUT_DIR/state.pt (implies --resume), no training")
+    parser.add_argument("--group-size", type=int, default=DEMO_GROUP_SIZE, help="INT4 group size of the exported routed experts (a multiple of 8)")
     args = parser.parse_args(argv)
     if args.wide_power <= 0:
         parser.error(f"--wide-power must be above 0 (1 draws every task size alike), not {args.wide_power}")
     mix = _mix(parser, args.mix)
+    if args.group_size <= 0 or args.group_size % 8:
+        parser.error(f"--group-size must be a positive multiple of 8, not {args.group_size}")
 
     init_config = _init_config(parser, args) if args.init is not None else None
 
@@ -239,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.export_only:
         save_state(out / "state.pt", model, optimizer, step, config)
     if not args.no_export:
-        path = export_checkpoint(model.eval(), config, tokenizer_dir, out / "checkpoint")
+        path = export_checkpoint(model.eval(), config, tokenizer_dir, out / "checkpoint", group_size=args.group_size)
         exported = evaluate(load_model(path, dtype=torch.float32), eval_set)  # as shipped: INT4 experts, bf16
         print(f"checkpoint: {path}\n" + json.dumps({"step": step, "exported": exported}), flush=True)
         log.write(json.dumps({"step": step, "exported": exported}) + "\n")

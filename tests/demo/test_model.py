@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from demo import train
-from demo.model import build_model, demo_config, export_checkpoint, load_checkpoint_weights, train_logits
+from demo.model import DEMO_GROUP_SIZE, build_model, demo_config, export_checkpoint, load_checkpoint_weights, train_logits
 from demo.trajectories import sample_conversation
 from model_runtime import load_model
 from model_runtime.tokenizer import KimiTokenizer
@@ -55,6 +55,20 @@ def test_int4_export_quantizes_routed_experts_only(tokenizer: KimiTokenizer, tok
     assert written["quantization_config"]["format"] == "pack-quantized"
     loaded = load_model(path, dtype=torch.float32)
     assert type(loaded.model.layers[1].mlp.experts).__name__ == "Int4Experts"
+    assert written["quantization_config"]["config_groups"]["group_0"]["weights"]["group_size"] == DEMO_GROUP_SIZE
+
+
+def test_a_finer_int4_group_is_closer_to_the_trained_weights(tokenizer: KimiTokenizer, tokenizer_dir: Path, tmp_path: Path) -> None:
+    config, model = _model(tokenizer)
+    dense = model.model.layers[1].mlp.experts.w13.detach().clone()
+
+    def error(group_size: int) -> float:
+        path = export_checkpoint(model.eval(), config, tokenizer_dir, tmp_path / f"g{group_size}", group_size=group_size)
+        fresh = build_model(config, seed=1)
+        load_checkpoint_weights(fresh, path)  # INT4 experts dequantized
+        return float((fresh.model.layers[1].mlp.experts.w13 - dense).abs().mean())
+
+    assert 0 < error(8) < error(32)
 
 
 def test_twenty_steps_train_and_export(tokenizer_dir: Path, tmp_path: Path) -> None:
