@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import pytest
 import torch
@@ -111,8 +112,6 @@ def test_async_stream_interleaves_concurrent_requests(model: ToyModel) -> None:
 
 
 def test_a_loops_mailbox_wakes_it_once_for_a_batch_and_keeps_the_order() -> None:
-    import threading
-
     async def main() -> tuple[list[int], int]:
         loop = asyncio.get_running_loop()
         wakeups = 0
