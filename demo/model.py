@@ -161,6 +161,47 @@ def load_checkpoint_weights(model: DeepseekV3ForCausalLM, checkpoint_dir: str | 
     model.load_state_dict(state)
 
 
+# The projections that write a layer's output into the residual stream: zeroed in a new layer.
+_RESIDUAL_WRITERS = ("self_attn.o_proj.weight", "mlp.experts.w2", "mlp.shared_experts.down_proj.weight", "mlp.down_proj.weight")
+
+
+def check_growth(config: dict[str, Any], after: list[int]) -> None:
+    """Raises ValueError unless `after` names MoE layers of `config` (see grow_layers)."""
+    num_layers, dense = config["num_hidden_layers"], config.get("first_k_dense_replace", 0)
+    if not after or not all(dense <= i < num_layers for i in after):
+        raise ValueError(f"layers to grow after must be indices of MoE layers ({dense} to {num_layers - 1}), not {after}")
+
+
+def grow_layers(model: DeepseekV3ForCausalLM, config: dict[str, Any], after: list[int]) -> tuple[DeepseekV3ForCausalLM, dict[str, Any]]:
+    """A deeper model that computes exactly what `model` does (block expansion, as LLaMA Pro).
+
+    After each layer index in `after` (once per time it is named), a copy of that layer whose output projections are
+    zero (`_RESIDUAL_WRITERS`): it adds nothing to the residual stream until training moves
+    them, so training resumes from the same loss with more capacity. A new layer has the
+    type of the one it copies, so it may not follow a dense layer (`first_k_dense_replace`)."""
+    check_growth(config, after)
+    num_layers = config["num_hidden_layers"]
+    sources: list[tuple[int, bool]] = []  # (old layer index, is a new copy) for each new index
+    for i in range(num_layers):
+        sources.append((i, False))
+        sources += [(i, True)] * after.count(i)
+    grown_config = {**config, "num_hidden_layers": len(sources)}
+    grown = DeepseekV3ForCausalLM(ModelConfig.from_dict(grown_config))
+    old = model.state_dict()
+    state = {name: tensor for name, tensor in old.items() if not name.startswith("model.layers.")}
+    for new_index, (old_index, is_copy) in enumerate(sources):
+        prefix = f"model.layers.{old_index}."
+        for name, tensor in old.items():
+            if name.startswith(prefix):
+                suffix = name.removeprefix(prefix)
+                copied = tensor.clone()
+                if is_copy and suffix in _RESIDUAL_WRITERS:
+                    copied.zero_()
+                state[f"model.layers.{new_index}.{suffix}"] = copied
+    grown.load_state_dict(state)
+    return grown.train(model.training), grown_config
+
+
 # INT4 group size of the demo's routed experts. Kimi ships 32, but a 192-wide expert of a
 # 4M-parameter model loses too much at 32: trial10's weights, 16 entities, 10 fresh seeds,
 # swarm item accuracy 60% at 32, 76% at 16, 78% at 8, 79% unquantized (demo/TRIALS.md).

@@ -9,7 +9,10 @@
    draws (`demo/abilities.py`), and appends a line to OUT_DIR/log.jsonl.
    `--init CKPT` starts from an exported checkpoint instead (its tokenizer, config and
    weights, INT4 experts dequantized; a new optimizer and schedule): to train on from
-   the shipped model (`--init demo/checkpoint`) when no state.pt of its run is at hand.
+   the shipped model (`--init demo/checkpoint`) when no state.pt of its run is at hand;
+   `--grow-after I,J` then inserts new layers that add nothing until trained (block
+   expansion). `--digit-weight W` weighs the digits the assistant writes W times its other
+   tokens (the values' digits are most of what the model gets wrong).
 4. Saves OUT_DIR/state.pt (resumable with --resume) and, at the end, the shipped format:
    OUT_DIR/checkpoint (HF layout, routed experts INT4, tokenizer and chat template).
 
@@ -33,7 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from demo.abilities import EvalSet, evaluate
-from demo.model import DEMO_GROUP_SIZE, RoutingBalancer, build_model, demo_config, export_checkpoint, load_checkpoint_weights, save_state, train_logits
+from demo.model import (DEMO_GROUP_SIZE, RoutingBalancer, build_model, check_growth, demo_config, export_checkpoint, grow_layers, load_checkpoint_weights,
+                        save_state, train_logits)
 from demo.trajectories import TRAIN_SEED_LIMIT, Conversation, encode, sample_conversation
 from demo.vocab import build_tokenizer
 from model_runtime import load_model
@@ -85,13 +89,27 @@ class Batcher:
         return {"ids": ids, "is_assistant": is_assistant, "is_real": is_real}
 
 
-def loss_of(model: torch.nn.Module, batch: dict[str, torch.Tensor], context_weight: float) -> tuple[torch.Tensor, float]:
-    """Weighted next-token loss; also returns the assistant-token loss alone (for the log)."""
+def digit_ids(tokenizer: KimiTokenizer) -> torch.Tensor:
+    """The ten digits' token ids (the demo vocabulary never merges a digit with anything)."""
+    ids = [tokenizer.encode(str(d)) for d in range(10)]
+    if any(len(piece) != 1 for piece in ids):
+        raise ValueError("this tokenizer merges digits into longer tokens: --digit-weight needs one token per digit")
+    return torch.tensor([piece[0] for piece in ids])
+
+
+def loss_of(model: torch.nn.Module, batch: dict[str, torch.Tensor], context_weight: float, *,
+            digits: torch.Tensor | None = None, digit_weight: float = 1.0) -> tuple[torch.Tensor, float]:  # fmt: skip
+    """Weighted next-token loss; also returns the assistant-token loss alone (for the log).
+    The assistant's tokens weigh 1, or `digit_weight` where they are one of `digits` (the
+    values copied digit by digit: what the model gets wrong most); the rest `context_weight`."""
     logits = train_logits(model, batch["ids"])  # [B, T, V]
     targets = batch["ids"][:, 1:]
     is_real = batch["is_real"][:, 1:]
     is_assistant = batch["is_assistant"][:, 1:]
-    weight = torch.where(is_assistant, 1.0, context_weight) * is_real
+    assistant_weight = torch.ones(targets.shape)
+    if digits is not None and digit_weight != 1.0:
+        assistant_weight = torch.where(torch.isin(targets, digits), digit_weight, 1.0)
+    weight = torch.where(is_assistant, assistant_weight, context_weight) * is_real
     per_token = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").view_as(weight)
     loss = (per_token * weight).sum() / weight.sum()
     assistant_loss = float((per_token.detach() * is_assistant).sum() / is_assistant.sum().clamp(min=1))
@@ -129,6 +147,17 @@ def _init_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> d
     return {**config, "torch_dtype": "float32"}
 
 
+def _grow_after(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[int]:
+    if args.grow_after is None:
+        return []
+    if args.init is None:
+        parser.error("--grow-after grows the model --init loads: it needs --init")
+    try:
+        return [int(part) for part in args.grow_after.split(",")]
+    except ValueError:
+        parser.error(f"--grow-after takes layer indices such as 1,3, not {args.grow_after!r}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
@@ -157,6 +186,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=str, default="{}", help="JSON overrides of demo_config (e.g. a tiny test model)")
     parser.add_argument("--no-export", action="store_true")
     parser.add_argument("--export-only", action="store_true", help="export OUT_DIR/state.pt (implies --resume), no training")
+    parser.add_argument("--digit-weight", type=float, default=1.0,
+                        help="loss weight of the digits the assistant writes (the values' digits), against 1 for its other tokens")
+    parser.add_argument("--grow-after", type=str, default=None, metavar="I,J",
+                        help="with --init: insert a new layer after each of these layers (a copy that adds nothing until trained)")
     parser.add_argument("--group-size", type=int, default=DEMO_GROUP_SIZE, help="INT4 group size of the exported routed experts (a multiple of 8)")
     args = parser.parse_args(argv)
     if args.wide_power <= 0:
@@ -165,7 +198,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.group_size <= 0 or args.group_size % 8:
         parser.error(f"--group-size must be a positive multiple of 8, not {args.group_size}")
 
+    if args.digit_weight <= 0:
+        parser.error(f"--digit-weight must be above 0, not {args.digit_weight}")
+    grow_after = _grow_after(parser, args)
     init_config = _init_config(parser, args) if args.init is not None else None
+    if grow_after:
+        try:
+            check_growth(init_config, grow_after)
+        except ValueError as error:
+            parser.error(f"--grow-after: {error}")
 
     torch.set_num_threads(args.threads)
     out: Path = args.out_dir
@@ -185,6 +226,9 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(config, seed=args.seed)
     if args.init is not None:
         load_checkpoint_weights(model, args.init)
+        if grow_after:
+            model, config = grow_layers(model, config, grow_after)
+            print(f"grown to {config['num_hidden_layers']} layers: a new one after each of layers {grow_after}", flush=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     step = 0
     if state:
@@ -192,6 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.load_state_dict(state["optimizer"])
         step = state["step"]
     balancer = RoutingBalancer(model)
+    digits = digit_ids(tokenizer) if args.digit_weight != 1.0 else None
     def sampler(mix: tuple[float, float]) -> Callable[[random.Random], Conversation]:
         return partial(sample_conversation, max_single_entities=args.max_single_entities, mix=mix, wide_power=args.wide_power)
 
@@ -221,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
             batcher = Batcher(tokenizer, random.Random(args.seed * 7919 + step), sample, max_tokens=args.batch_tokens, max_len=args.max_len)
             print(f"step {step}: sub-agents-only curriculum over, mix {args.mix}", flush=True)
         batch = batcher.batch()
-        loss, assistant_loss = loss_of(model, batch, args.context_weight)
+        loss, assistant_loss = loss_of(model, batch, args.context_weight, digits=digits, digit_weight=args.digit_weight)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from demo import train
-from demo.model import DEMO_GROUP_SIZE, build_model, demo_config, export_checkpoint, load_checkpoint_weights, train_logits
+from demo.model import DEMO_GROUP_SIZE, build_model, demo_config, export_checkpoint, grow_layers, load_checkpoint_weights, train_logits
 from demo.trajectories import sample_conversation
 from model_runtime import load_model
 from model_runtime.tokenizer import KimiTokenizer
@@ -196,3 +196,83 @@ def test_bad_mixtures_are_usage_errors(
 @pytest.mark.parametrize("step, expected", [(0, 2e-3 / 5), (4, 2e-3), (100, 2e-4)])
 def test_learning_rate_warms_up_then_decays(step: int, expected: float) -> None:
     assert train.learning_rate(step, 100, 2e-3, 5) == pytest.approx(expected)
+
+
+def test_grown_layers_compute_what_the_model_did_until_trained(tokenizer: KimiTokenizer, tokenizer_dir: Path, tmp_path: Path) -> None:
+    config, model = _model(tokenizer)
+    grown, grown_config = grow_layers(model, config, [1, 1])
+    assert grown_config["num_hidden_layers"] == 4 and config["num_hidden_layers"] == 2
+    assert [type(layer.mlp).__name__ for layer in grown.model.layers] == ["SwiGLU", "MoE", "MoE", "MoE"]
+    ids = torch.randint(0, tokenizer.vocab_size, (2, 40))
+    before = train_logits(model, ids).detach()
+    torch.testing.assert_close(train_logits(grown, ids).detach(), before)
+    new = grown.model.layers[2]
+    assert torch.equal(new.self_attn.q_proj.weight, model.model.layers[1].self_attn.q_proj.weight)  # a copy ...
+    assert not new.self_attn.o_proj.weight.any() and not new.mlp.experts.w2.any()  # ... that writes nothing yet
+    train_logits(grown, ids).logsumexp(-1).mean().backward()
+    assert new.self_attn.o_proj.weight.grad.abs().sum() > 0  # training reaches it
+    path = export_checkpoint(grown.eval(), grown_config, tokenizer_dir, tmp_path / "grown", int4=False, dtype=torch.float32)
+    torch.testing.assert_close(load_model(path, dtype=torch.float32)(ids), before, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("after", [[], [0], [2], [1, -1]])
+def test_growing_after_a_dense_or_missing_layer_is_refused(tokenizer: KimiTokenizer, after: list[int]) -> None:
+    config, model = _model(tokenizer)
+    with pytest.raises(ValueError, match="indices of MoE layers"):
+        grow_layers(model, config, after)
+
+
+def test_a_run_from_a_checkpoint_grows_it(tokenizer: KimiTokenizer, tokenizer_dir: Path, tmp_path: Path) -> None:
+    config, model = _model(tokenizer)
+    ckpt = export_checkpoint(model.eval(), config, tokenizer_dir, tmp_path / "ckpt4")
+    out = tmp_path / "run"
+    train.main([str(out), "--init", str(ckpt), "--grow-after", "1", "--digit-weight", "3", "--steps", "2", "--eval-every", "100",
+                "--batch-tokens", "1024", "--max-len", "700", "--max-single-entities", "2", "--warmup", "1", "--no-export"])  # fmt: skip
+    state = torch.load(out / "state.pt", weights_only=False)
+    assert state["config"]["num_hidden_layers"] == 3 and "model.layers.2.mlp.experts.w2" in state["model"]
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--grow-after", "1"], "it needs --init"),
+        (["--digit-weight", "0"], "--digit-weight must be above 0"),
+    ],
+)
+def test_bad_growth_or_digit_weight_is_a_usage_error(option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        train.main([str(tmp_path / "run"), *option])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("grow_after, message", [("x", "takes layer indices"), ("0", "indices of MoE layers")])
+def test_growing_a_checkpoint_wrongly_is_a_usage_error(grow_after: str, message: str, tokenizer: KimiTokenizer, tokenizer_dir: Path,
+                                                       tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    config, model = _model(tokenizer)
+    ckpt = export_checkpoint(model.eval(), config, tokenizer_dir, tmp_path / "ckpt4")
+    with pytest.raises(SystemExit) as exit_:
+        train.main([str(tmp_path / "run"), "--init", str(ckpt), "--grow-after", grow_after])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_digits_the_assistant_writes_weigh_more(tokenizer: KimiTokenizer) -> None:
+    _, model = _model(tokenizer)
+    ids = torch.tensor([tokenizer.encode("Employees: 4309 | Employees: 4309 |")])
+    is_assistant = torch.zeros_like(ids, dtype=torch.bool)
+    is_assistant[0, ids.shape[1] // 2 :] = True
+    batch = {"ids": ids, "is_assistant": is_assistant, "is_real": torch.ones_like(is_assistant)}
+    digits = train.digit_ids(tokenizer)
+    assert sorted(tokenizer.decode([int(i)]) for i in digits) == list("0123456789")
+    with torch.no_grad():
+        logits = train_logits(model, ids)[0, :-1]
+        per_token = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none")
+        target_is_digit = torch.isin(ids[0, 1:], digits)
+        weight = torch.where(is_assistant[0, 1:], torch.where(target_is_digit, 3.0, 1.0), 0.5)
+        expected = (per_token * weight).sum() / weight.sum()
+        loss, _ = train.loss_of(model, batch, 0.5, digits=digits, digit_weight=3.0)
+        plain, _ = train.loss_of(model, batch, 0.5)
+    assert target_is_digit[is_assistant[0, 1:]].any()
+    torch.testing.assert_close(loss, expected)
+    assert not torch.isclose(loss, plain)
