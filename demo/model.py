@@ -175,9 +175,10 @@ def check_growth(config: dict[str, Any], after: list[int]) -> None:
 def grow_layers(model: DeepseekV3ForCausalLM, config: dict[str, Any], after: list[int]) -> tuple[DeepseekV3ForCausalLM, dict[str, Any]]:
     """A deeper model that computes exactly what `model` does (block expansion, as LLaMA Pro).
 
-    After each layer index in `after` (once per time it is named), a copy of that layer whose output projections are
-    zero (`_RESIDUAL_WRITERS`): it adds nothing to the residual stream until training moves
-    them, so training resumes from the same loss with more capacity. A new layer has the
+    After each layer index in `after` (once per time it is named), a copy of that layer
+    whose output projections are zero (`_RESIDUAL_WRITERS`): it adds nothing to the
+    residual stream until training moves them, so training resumes from the same loss
+    with more capacity. A new layer has the
     type of the one it copies, so it may not follow a dense layer (`first_k_dense_replace`)."""
     check_growth(config, after)
     num_layers = config["num_hidden_layers"]

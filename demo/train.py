@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 
 from demo.abilities import EvalSet, evaluate
-from demo.model import (DEMO_GROUP_SIZE, RoutingBalancer, build_model, check_growth, demo_config, export_checkpoint, grow_layers, load_checkpoint_weights,
-                        save_state, train_logits)
+from demo.model import (DEMO_GROUP_SIZE, RoutingBalancer, build_model, check_growth, demo_config, export_checkpoint, grow_layers,
+                        load_checkpoint_weights, save_state, train_logits)
 from demo.trajectories import TRAIN_SEED_LIMIT, Conversation, encode, sample_conversation
 from demo.vocab import build_tokenizer
 from model_runtime import load_model
@@ -106,9 +106,7 @@ def loss_of(model: torch.nn.Module, batch: dict[str, torch.Tensor], context_weig
     targets = batch["ids"][:, 1:]
     is_real = batch["is_real"][:, 1:]
     is_assistant = batch["is_assistant"][:, 1:]
-    assistant_weight = torch.ones(targets.shape)
-    if digits is not None and digit_weight != 1.0:
-        assistant_weight = torch.where(torch.isin(targets, digits), digit_weight, 1.0)
+    assistant_weight = torch.where(torch.isin(targets, digits), digit_weight, 1.0) if digits is not None else 1.0
     weight = torch.where(is_assistant, assistant_weight, context_weight) * is_real
     per_token = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none").view_as(weight)
     loss = (per_token * weight).sum() / weight.sum()
@@ -197,9 +195,9 @@ def main(argv: list[str] | None = None) -> None:
     mix = _mix(parser, args.mix)
     if args.group_size <= 0 or args.group_size % 8:
         parser.error(f"--group-size must be a positive multiple of 8, not {args.group_size}")
-
     if args.digit_weight <= 0:
         parser.error(f"--digit-weight must be above 0, not {args.digit_weight}")
+
     grow_after = _grow_after(parser, args)
     init_config = _init_config(parser, args) if args.init is not None else None
     if grow_after:
