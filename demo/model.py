@@ -178,8 +178,8 @@ def grow_layers(model: DeepseekV3ForCausalLM, config: dict[str, Any], after: lis
     After each layer index in `after` (once per time it is named), a copy of that layer
     whose output projections are zero (`_RESIDUAL_WRITERS`): it adds nothing to the
     residual stream until training moves them, so training resumes from the same loss
-    with more capacity. A new layer has the
-    type of the one it copies, so it may not follow a dense layer (`first_k_dense_replace`)."""
+    with more capacity. A new layer has the type of the one it copies, so it may not
+    follow a dense layer (`first_k_dense_replace`)."""
     check_growth(config, after)
     num_layers = config["num_hidden_layers"]
     sources: list[tuple[int, bool]] = []  # (old layer index, is a new copy) for each new index
