@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tools.fixture_web import FixtureWebServer, generate_world, render_site
+from tools.fixture_web.render import search
 
 
 def get(url: str) -> str:
@@ -85,3 +86,12 @@ def test_command_line_serve_prints_its_url() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_search_ranks_the_entity_named_exactly_first() -> None:
+    """"Lomi" is inside "Oslomi" (an earlier page): the search still gives Lomi first."""
+    world = generate_world(158, num_entities=16)
+    lomi, oslomi = world.by_id("city-3"), world.by_id("city-2")
+    assert (lomi.name, oslomi.name) == ("Lomi", "Oslomi")
+    assert search(world, "Lomi")[:2] == [lomi, oslomi]
+    assert search(world, "lomi")[0] == lomi and search(world, "Oslomi")[0] == oslomi

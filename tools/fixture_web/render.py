@@ -71,7 +71,8 @@ def search_page(world: World, query: str | None) -> str:
 
 
 def search(world: World, query: str) -> list[Entity]:
-    """Entities whose name or prose contains every word of `query`, name matches first."""
+    """Entities whose name or prose contains every word of `query`: the entity named exactly
+    `query` first (a name can be inside another: "Morfen", "Morfenos"), then name matches."""
     words = re.findall(r"\w+", query.lower())
     if not words:
         return []
@@ -79,8 +80,8 @@ def search(world: World, query: str) -> list[Entity]:
     for entity in world.entities:
         name, text = entity.name.lower(), prose(world, entity, is_html=False).lower()
         if all(word in text for word in words):
-            hits.append((not all(word in name for word in words), entity.id, entity))
-    return [entity for *_, entity in sorted(hits, key=lambda hit: (hit[0], hit[1]))]
+            hits.append((name.split() != words, not all(word in name for word in words), entity.id, entity))
+    return [entity for *_, entity in sorted(hits, key=lambda hit: hit[:3])]
 
 
 def prose(world: World, entity: Entity, *, is_html: bool) -> str:
