@@ -184,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=str, default="{}", help="JSON overrides of demo_config (e.g. a tiny test model)")
     parser.add_argument("--no-export", action="store_true")
     parser.add_argument("--export-only", action="store_true", help="export OUT_DIR/state.pt (implies --resume), no training")
+    parser.add_argument("--miss", type=float, default=0.0, metavar="P",
+                        help="share of sub-agents given a mis-copied name (they answer 'not found') and of orchestrators with one such finder")
     parser.add_argument("--digit-weight", type=float, default=1.0,
                         help="loss weight of the digits the assistant writes (the values' digits), against 1 for its other tokens")
     parser.add_argument("--grow-after", type=str, default=None, metavar="I,J",
@@ -195,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     mix = _mix(parser, args.mix)
     if args.group_size <= 0 or args.group_size % 8:
         parser.error(f"--group-size must be a positive multiple of 8, not {args.group_size}")
+    if not 0.0 <= args.miss <= 1.0:
+        parser.error(f"--miss must be between 0 and 1, not {args.miss}")
     if args.digit_weight <= 0:
         parser.error(f"--digit-weight must be above 0, not {args.digit_weight}")
 
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     balancer = RoutingBalancer(model)
     digits = digit_ids(tokenizer) if args.digit_weight != 1.0 else None
     def sampler(mix: tuple[float, float]) -> Callable[[random.Random], Conversation]:
-        return partial(sample_conversation, max_single_entities=args.max_single_entities, mix=mix, wide_power=args.wide_power)
+        return partial(sample_conversation, max_single_entities=args.max_single_entities, mix=mix, wide_power=args.wide_power, miss=args.miss)
 
     sample = sampler(mix)
     in_curriculum = step < args.subagents_first

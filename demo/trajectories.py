@@ -7,7 +7,7 @@ same `render_chat` with the demo's chat template (chat_template.jinja):
     orchestrator  system, user prompt; one turn that calls create_subagent and one
                   assign_task per entity (they run in parallel); the N answers; the table
     subagent      system (the orchestrator's), its task; web_search; browser_navigate;
-                  the values
+                  the values (or, when the search finds nothing, its row "not found")
     single        system, user prompt; web_search and browser_navigate per entity, one
                   after another; the table
 
@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from demo.tasks import WideTask, seeded_task
+from demo.tasks import WideTask, seeded_task, table_row
 from demo.web_kit import facts_text, search_text
 from model_runtime.chat_format import render_chat
 from tools.fixture_web.world import Entity, World
@@ -42,6 +42,9 @@ SWARM_TOOLS = ("create_subagent", "assign_task")
 CREATED = "Sub-agent {name!r} created. Use assign_task(agent={name!r}, task=...) to run it."  # coordinator.py
 
 Message = dict[str, Any]
+
+NOT_FOUND = "not found"
+"""A sub-agent's value for an entity its search did not find (a name the orchestrator mis-copied)."""
 
 TRAIN_SEED_LIMIT = 1_000_000_000
 """Training worlds use seeds below this; evaluation worlds use seeds at or above it."""
@@ -112,16 +115,50 @@ def subagent(world: World, task: WideTask, entity: Entity) -> Conversation:
     return conversation
 
 
-def orchestrator(task: WideTask) -> Conversation:
+def not_found_row(task: WideTask, number: int, name: str) -> str:
+    return table_row(number, name, [(label, NOT_FOUND) for label in task.labels])
+
+
+def misspelling(world: World, task: WideTask, entity: Entity, rng: random.Random) -> str | None:
+    """The entity's name as the orchestrator mis-copies it (a prefix of it, then the rest of
+    another name in the task: "Fengalgal" -> "Fenanda"), one the site's search does not
+    find; None when no such name turns up in a few draws."""
+    others = [e.name for e in task.entities if e is not entity] or [e.name for e in world.entities if e is not entity]
+    for _ in range(8):
+        other = rng.choice(others)
+        cut, rest = rng.randint(1, max(1, len(entity.name) - 1)), rng.randint(1, max(1, len(other) - 1))
+        name = (entity.name[:cut] + other[rest:]).strip()
+        if name and name.lower() != entity.name.lower() and search_text(world, name).startswith("no results"):
+            return name
+    return None
+
+
+def subagent_not_found(world: World, task: WideTask, entity: Entity, name: str) -> Conversation:
+    """A sub-agent given `name` for `entity` (mis-copied): the search finds nothing, so its
+    row says so and keeps its number (the orchestrator's table stays in step)."""
+    number = task.number(entity)
+    search = _call("web_search", 0, {"query": name})
+    return Conversation("subagent", KIT_TOOLS, [
+        {"role": "system", "content": SUBAGENT_PROMPT},
+        {"role": "user", "content": f"{number} {name}: {task.labels[0]}, {task.labels[1]}"},
+        _calls(search), _result(search, search_text(world, name)),
+        {"role": "assistant", "content": not_found_row(task, number, name)},
+    ])  # fmt: skip
+
+
+def orchestrator(task: WideTask, *, failed: frozenset[int] = frozenset()) -> Conversation:
+    """`failed`: numbers of entities whose finder found nothing (its row says "not found";
+    the table copies it as it came)."""
     create = _call("create_subagent", 0, {"name": SUBAGENT_NAME, "system_prompt": SUBAGENT_PROMPT})
     assigns = [_call("assign_task", i + 1, {"agent": SUBAGENT_NAME, "task": task.subtask(e)}) for i, e in enumerate(task.entities)]
+    answers = [not_found_row(task, i, e.name) if i in failed else task.answer(e) for i, e in enumerate(task.entities, start=1)]
     messages = [
         {"role": "system", "content": ORCHESTRATOR_PROMPT},
         {"role": "user", "content": task.prompt()},
         _calls(create, *assigns),
         _result(create, CREATED.format(name=SUBAGENT_NAME)),
-        *(_result(call, task.answer(e)) for call, e in zip(assigns, task.entities, strict=True)),
-        {"role": "assistant", "content": task.table()},
+        *(_result(call, answer) for call, answer in zip(assigns, answers, strict=True)),
+        {"role": "assistant", "content": task.table(answers)},
     ]
     return Conversation("orchestrator", KIT_TOOLS + SWARM_TOOLS, messages)
 
@@ -149,7 +186,7 @@ def single_run(seed: int, num_entities: int) -> tuple[WideTask, Conversation]:
 
 
 def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix: tuple[float, float] = (0.6, 0.3),
-                        wide_power: float = 2.0) -> Conversation:
+                        wide_power: float = 2.0, miss: float = 0.0) -> Conversation:
     """One training conversation from a fresh world (seed drawn from `rng`).
 
     Mixture, by conversation (`mix`: the sub-agents' and the orchestrators' shares):
@@ -158,15 +195,21 @@ def sample_conversation(rng: random.Random, *, max_single_entities: int = 8, mix
     uniform in [0, 1): the default 2 draws small N more often, long tables being mostly
     more of the same copying; 1 draws every N alike); single agents
     the rest, 2 to `max_single_entities`. A curriculum starts with sub-agents only: short
-    conversations in which the model first learns to copy.
+    conversations in which the model first learns to copy. `miss`: the share of sub-agents
+    given a mis-copied name (`subagent_not_found`) and of orchestrators one of whose
+    finders found nothing.
     """
     seed = rng.randrange(TRAIN_SEED_LIMIT)
     draw = rng.random()
     if draw < mix[0]:
         world, task = seeded_task(seed, 1 + seed % 16)
-        return subagent(world, task, task.entities[rng.randrange(len(task.entities))])
+        entity = task.entities[rng.randrange(len(task.entities))]
+        name = misspelling(world, task, entity, rng) if miss and rng.random() < miss else None
+        return subagent_not_found(world, task, entity, name) if name else subagent(world, task, entity)
     if draw < mix[0] + mix[1]:
-        return swarm_run(seed, 2 + int(15 * rng.random() ** wide_power))[1][0]
+        world, task = seeded_task(seed, 2 + int(15 * rng.random() ** wide_power))
+        failed = frozenset({rng.randint(1, len(task.entities))}) if miss and rng.random() < miss else frozenset()
+        return orchestrator(task, failed=failed)
     return single_run(seed, rng.randint(2, max_single_entities))[1]
 
 

@@ -237,6 +237,7 @@ def test_a_run_from_a_checkpoint_grows_it(tokenizer: KimiTokenizer, tokenizer_di
     [
         (["--grow-after", "1"], "it needs --init"),
         (["--digit-weight", "0"], "--digit-weight must be above 0"),
+        (["--miss", "1.5"], "--miss must be between 0 and 1"),
     ],
 )
 def test_bad_growth_or_digit_weight_is_a_usage_error(option: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import random
 
-from demo.tasks import item_accuracy, value_of
+from demo.tasks import item_accuracy, seeded_task, value_of
 from demo.trajectories import (
-    CREATED, SUBAGENT_NAME, chat_template, sample_conversation, single_run, swarm_run, tool_dicts,
+    CREATED, NOT_FOUND, SUBAGENT_NAME, chat_template, misspelling, orchestrator, sample_conversation, single_run,
+    subagent_not_found, swarm_run, tool_dicts,
 )  # fmt: skip
+from demo.web_kit import search_text
 from model_runtime.chat_format import render_chat, render_kimi
 from model_runtime.tool_parser import parse_completion
 
@@ -81,3 +83,32 @@ def test_item_accuracy_counts_each_value() -> None:
     answers[1] = f"| 2 | {task.entities[1].name} | wrong | {task.labels[1]}: also wrong |"
     assert item_accuracy(task, task.table(answers)) == (4, 6)
     assert item_accuracy(task, "no table") == (0, 6)
+
+
+def test_a_misspelled_name_is_not_found_and_the_row_keeps_its_number() -> None:
+    world, task = seeded_task(21, 6)
+    entity = task.entities[3]
+    name = misspelling(world, task, entity, random.Random(0))
+    assert name and name != entity.name and name[0] == entity.name[0]
+    assert search_text(world, name) == f"no results for {name!r}"
+    conversation = subagent_not_found(world, task, entity, name)
+    assert conversation.messages[1]["content"] == f"4 {name}: {task.labels[0]}, {task.labels[1]}"
+    assert [m["role"] for m in conversation.messages[2:]] == ["assistant", "tool", "assistant"]  # no page to open
+    assert conversation.messages[-1]["content"] == f"| 4 | {name} | {task.labels[0]}: {NOT_FOUND} | {task.labels[1]}: {NOT_FOUND} |"
+
+
+def test_an_orchestrator_whose_finder_found_nothing_tables_that_row_as_it_came() -> None:
+    _, task = seeded_task(22, 5)
+    conversation = orchestrator(task, failed=frozenset({2}))
+    row = conversation.messages[5]["content"]
+    assert row.startswith(f"| 2 | {task.entities[1].name} |") and row.count(NOT_FOUND) == 2
+    assert conversation.messages[-1]["content"].splitlines()[3] == row
+    assert item_accuracy(task, conversation.messages[-1]["content"]) == (8, 10)
+
+
+def test_misses_are_drawn_only_when_asked_and_the_rest_is_unchanged() -> None:
+    plain = [sample_conversation(random.Random(s), mix=(0.5, 0.45)).render() for s in range(30)]
+    assert plain == [sample_conversation(random.Random(s), mix=(0.5, 0.45), miss=0.0).render() for s in range(30)]
+    missed = [sample_conversation(random.Random(s), mix=(0.5, 0.45), miss=1.0) for s in range(30)]
+    assert all(NOT_FOUND in c.messages[-1]["content"] for c in missed if c.role != "single")
+    assert all(NOT_FOUND not in text for text in plain)
