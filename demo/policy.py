@@ -17,7 +17,7 @@ from typing import Any
 
 from demo.tasks import table_row, table_text
 from demo.trajectories import (
-    NOT_FOUND, ORCHESTRATOR_PROMPT, SINGLE_PROMPT, SUBAGENT_NAME, SUBAGENT_PROMPT, Message,
+    ORCHESTRATOR_PROMPT, SINGLE_PROMPT, SUBAGENT_NAME, SUBAGENT_PROMPT, Message, not_found_row,
 )  # fmt: skip
 from swarm.messages import Message as SwarmMessage
 from swarm.messages import ToolCall, ToolSpec, Usage
@@ -49,7 +49,7 @@ def next_turn(messages: Sequence[Message]) -> Message:
         head, labels = task.split(": ", 1)
         number, name = head.split(" ", 1)
         if results and results[-1].startswith("no results for "):  # a name the orchestrator mis-copied
-            return {"role": "assistant", "content": table_row(int(number), name, [(label, NOT_FOUND) for label in labels.split(", ")])}
+            return {"role": "assistant", "content": not_found_row(int(number), name, labels.split(", "))}
         return _lookup_turn(name, len(turns), results) or {"role": "assistant", "content": _row(int(number), name, results[-1], labels.split(", "))}
     match = _PROMPT.fullmatch(task)
     if match is None:

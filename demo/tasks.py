@@ -73,9 +73,10 @@ class WideTask:
         what = PLURALS[self.kind]
         return f"For each of these {len(self.entities)} {what}, find {self.labels[0]} and {self.labels[1]}: {names}. Answer with a table."
 
-    def subtask(self, entity: Entity) -> str:
-        """What the orchestrator asks one sub-agent to do."""
-        return f"{self.number(entity)} {entity.name}: {self.labels[0]}, {self.labels[1]}"
+    def subtask(self, entity: Entity, name: str | None = None) -> str:
+        """What the orchestrator asks one sub-agent to do (`name`: the entity's name as the
+        orchestrator wrote it, when it mis-copied it)."""
+        return f"{self.number(entity)} {name or entity.name}: {self.labels[0]}, {self.labels[1]}"
 
     def answer(self, entity: Entity) -> str:
         """A sub-agent's final answer: a table row, its entity's number and name, then each

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import random
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -115,8 +116,9 @@ def subagent(world: World, task: WideTask, entity: Entity) -> Conversation:
     return conversation
 
 
-def not_found_row(task: WideTask, number: int, name: str) -> str:
-    return table_row(number, name, [(label, NOT_FOUND) for label in task.labels])
+def not_found_row(number: int, name: str, labels: Sequence[str]) -> str:
+    """A finder's answer for a name its search did not find (demo/policy.py writes it too)."""
+    return table_row(number, name, [(label, NOT_FOUND) for label in labels])
 
 
 def misspelling(world: World, task: WideTask, entity: Entity, rng: random.Random) -> str | None:
@@ -140,9 +142,9 @@ def subagent_not_found(world: World, task: WideTask, entity: Entity, name: str) 
     search = _call("web_search", 0, {"query": name})
     return Conversation("subagent", KIT_TOOLS, [
         {"role": "system", "content": SUBAGENT_PROMPT},
-        {"role": "user", "content": f"{number} {name}: {task.labels[0]}, {task.labels[1]}"},
+        {"role": "user", "content": task.subtask(entity, name)},
         _calls(search), _result(search, search_text(world, name)),
-        {"role": "assistant", "content": not_found_row(task, number, name)},
+        {"role": "assistant", "content": not_found_row(number, name, task.labels)},
     ])  # fmt: skip
 
 
@@ -151,7 +153,7 @@ def orchestrator(task: WideTask, *, failed: frozenset[int] = frozenset()) -> Con
     the table copies it as it came)."""
     create = _call("create_subagent", 0, {"name": SUBAGENT_NAME, "system_prompt": SUBAGENT_PROMPT})
     assigns = [_call("assign_task", i + 1, {"agent": SUBAGENT_NAME, "task": task.subtask(e)}) for i, e in enumerate(task.entities)]
-    answers = [not_found_row(task, i, e.name) if i in failed else task.answer(e) for i, e in enumerate(task.entities, start=1)]
+    answers = [not_found_row(i, e.name, task.labels) if i in failed else task.answer(e) for i, e in enumerate(task.entities, start=1)]
     messages = [
         {"role": "system", "content": ORCHESTRATOR_PROMPT},
         {"role": "user", "content": task.prompt()},

@@ -21,8 +21,8 @@ from swarm.model import CallContext, ModelResponse
 
 def test_every_generated_turn_is_the_policys_next_turn() -> None:
     rng = random.Random(5)
-    for i in range(80):
-        messages = sample_conversation(rng, miss=0.3 if i % 2 else 0.0).messages  # misses: "not found" rows
+    for n in range(80):
+        messages = sample_conversation(rng, miss=0.3 if n % 2 else 0.0).messages  # misses: "not found" rows
         for i, message in enumerate(messages):
             if message["role"] == "assistant":
                 assert next_turn(messages[:i]) == message
